@@ -1,0 +1,2 @@
+//! Placeholder until the bulkhead suite lands.
+fn main() {}

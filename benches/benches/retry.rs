@@ -1,0 +1,2 @@
+//! Placeholder until the retry suite lands.
+fn main() {}

@@ -1,0 +1,1 @@
+//! meshwork-bulkhead: being built (see the project's issues).

@@ -1,0 +1,1 @@
+//! meshwork-retry: being built (see the project's issues).
