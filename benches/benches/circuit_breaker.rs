@@ -120,21 +120,29 @@ fn layer(c: &mut Criterion) {
 }
 
 /// Two threads hammering one breaker; reports the wall time per pair of concurrent calls.
+/// Layers: each thread calls its own clone of the service, as tower stacks do per connection.
 fn contended(c: &mut Criterion) {
     let mut g = c.benchmark_group("circuit_breaker/contended_2_threads");
+    /// Runs `iters` calls on each of two threads; `make` builds each thread's call.
     #[expect(
         clippy::disallowed_methods,
         reason = "criterion's iter_custom wants wall-clock time"
     )]
-    fn run<F: Fn() + Sync>(iters: u64, f: F) -> Duration {
+    fn run<G, F>(iters: u64, make: G) -> Duration
+    where
+        G: Fn() -> F + Sync,
+        F: FnMut(),
+    {
         let barrier = Barrier::new(2);
         std::thread::scope(|s| {
             let worker = s.spawn(|| {
+                let mut f = make();
                 barrier.wait();
                 for _ in 0..iters {
                     f();
                 }
             });
+            let mut f = make();
             barrier.wait();
             let start = Instant::now();
             for _ in 0..iters {
@@ -147,7 +155,9 @@ fn contended(c: &mut Criterion) {
     g.bench_function("bare call (floor)", |b| {
         b.iter_custom(|iters| {
             run(iters, || {
-                let _ = black_box(work(1));
+                || {
+                    let _ = black_box(work(1));
+                }
             })
         })
     });
@@ -155,7 +165,9 @@ fn contended(c: &mut Criterion) {
     g.bench_function("meshwork", |b| {
         b.iter_custom(|iters| {
             run(iters, || {
-                let _ = black_box(m.call_sync(|| work(1)));
+                || {
+                    let _ = black_box(m.call_sync(|| work(1)));
+                }
             })
         })
     });
@@ -166,7 +178,9 @@ fn contended(c: &mut Criterion) {
     g.bench_function("meshwork time-window", |b| {
         b.iter_custom(|iters| {
             run(iters, || {
-                let _ = black_box(m.call_sync(|| work(1)));
+                || {
+                    let _ = black_box(m.call_sync(|| work(1)));
+                }
             })
         })
     });
@@ -174,7 +188,9 @@ fn contended(c: &mut Criterion) {
     g.bench_function("recloser", |b| {
         b.iter_custom(|iters| {
             run(iters, || {
-                let _ = black_box(r.call(|| work(1)));
+                || {
+                    let _ = black_box(r.call(|| work(1)));
+                }
             })
         })
     });
@@ -184,7 +200,9 @@ fn contended(c: &mut Criterion) {
         g.bench_function("failsafe", |b| {
             b.iter_custom(|iters| {
                 run(iters, || {
-                    let _ = black_box(f.call(|| work(1)));
+                    || {
+                        let _ = black_box(f.call(|| work(1)));
+                    }
                 })
             })
         });
@@ -193,7 +211,10 @@ fn contended(c: &mut Criterion) {
     g.bench_function("meshwork layer", |b| {
         b.iter_custom(|iters| {
             run(iters, || {
-                let _ = black_box(ours.clone().call(1).now_or_never());
+                let mut svc = ours.clone();
+                move || {
+                    let _ = black_box(svc.call(1).now_or_never());
+                }
             })
         })
     });
@@ -207,8 +228,23 @@ fn contended(c: &mut Criterion) {
         b.iter_custom(|iters| {
             run(iters, || {
                 let mut svc = theirs.clone();
-                let svc = svc.ready().now_or_never().expect("ready").expect("ok");
-                let _ = black_box(svc.call(1).now_or_never());
+                move || {
+                    let ready = svc.ready().now_or_never().expect("ready").expect("ok");
+                    let _ = black_box(ready.call(1).now_or_never());
+                }
+            })
+        })
+    });
+    // For scale: what tower's own ConcurrencyLimit pays for its shared permit under contention.
+    let limit = tower::limit::ConcurrencyLimitLayer::new(1_000).layer(leaf());
+    g.bench_function("tower ConcurrencyLimit layer (reference)", |b| {
+        b.iter_custom(|iters| {
+            run(iters, || {
+                let mut svc = limit.clone();
+                move || {
+                    let ready = svc.ready().now_or_never().expect("ready").expect("ok");
+                    let _ = black_box(ready.call(1).now_or_never());
+                }
             })
         })
     });

@@ -175,6 +175,20 @@ pub struct CircuitBreaker {
 }
 
 /// Counts and rates of a breaker at one moment; see [`CircuitBreaker::metrics`].
+///
+/// ```
+/// use meshwork_circuit_breaker::{CircuitBreaker, CircuitBreakerConfig, Outcome, State};
+///
+/// let config = CircuitBreakerConfig::builder().minimum_number_of_calls(4).build()?;
+/// let breaker = CircuitBreaker::new("reports", config);
+/// for outcome in [Outcome::Success, Outcome::Failure, Outcome::Success, Outcome::Success] {
+///     breaker.try_acquire().unwrap().record(outcome);
+/// }
+/// let m = breaker.metrics();
+/// assert_eq!(m.state, State::Closed);
+/// assert_eq!(m.failure_rate, Some(25.0));
+/// # Ok::<(), meshwork_circuit_breaker::ConfigError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct Metrics {
@@ -487,6 +501,16 @@ impl CircuitBreaker {
 ///
 /// Give it the outcome with [`record`](Self::record); dropping it instead (a cancelled call)
 /// records nothing and gives a half-open probe permit back.
+///
+/// ```
+/// use meshwork_circuit_breaker::{CircuitBreaker, Outcome};
+///
+/// let breaker = CircuitBreaker::with_defaults("ftp");
+/// let permit = breaker.try_acquire()?;
+/// permit.record(Outcome::Success);
+/// assert_eq!(breaker.metrics().calls, 1);
+/// # Ok::<(), meshwork_circuit_breaker::Rejected>(())
+/// ```
 #[derive(Debug)]
 #[must_use = "a permit records nothing unless given the call's outcome"]
 pub struct Permit<'a> {
@@ -525,7 +549,24 @@ impl Drop for Permit<'_> {
 }
 
 /// A [`Permit`] that owns a handle to its breaker, from
-/// [`CircuitBreaker::try_acquire_owned`].
+/// [`CircuitBreaker::try_acquire_owned`]: it can move into a spawned task.
+///
+/// ```
+/// use meshwork_circuit_breaker::CircuitBreaker;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let breaker = CircuitBreaker::with_defaults("thumbnails");
+/// let permit = breaker.try_acquire_owned()?;
+/// tokio::spawn(async move {
+///     let result: Result<(), std::io::Error> = Ok(()); // the work
+///     permit.record_result(&result);
+/// })
+/// .await?;
+/// assert_eq!(breaker.metrics().calls, 1);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 #[must_use = "a permit records nothing unless given the call's outcome"]
 pub struct OwnedPermit {

@@ -480,6 +480,13 @@ fn percent(field: &'static str, value: f64) -> Result<(), ConfigError> {
 }
 
 /// Builds a validated [`CircuitBreakerConfig`]; see each setter for its default and range.
+///
+/// ```
+/// use meshwork_circuit_breaker::CircuitBreakerConfig;
+///
+/// let err = CircuitBreakerConfig::builder().minimum_number_of_calls(0).build().unwrap_err();
+/// assert_eq!(err.to_string(), "minimum_number_of_calls must be at least 1, got 0");
+/// ```
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct CircuitBreakerConfigBuilder {

@@ -79,6 +79,17 @@ impl<K: fmt::Debug> fmt::Debug for KeyedCircuitBreaker<K> {
 }
 
 /// Totals over every breaker of a [`KeyedCircuitBreaker`].
+///
+/// ```
+/// use meshwork_circuit_breaker::KeyedCircuitBreaker;
+///
+/// let tenants = KeyedCircuitBreaker::<u64>::builder("tenant").build()?;
+/// tenants.get(&7).force_open();
+/// tenants.get(&8);
+/// let totals = tenants.metrics();
+/// assert_eq!((totals.breakers, totals.open), (2, 1));
+/// # Ok::<(), meshwork_circuit_breaker::ConfigError>(())
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct KeyedMetrics {
@@ -100,7 +111,19 @@ pub struct KeyedMetrics {
     pub evicted: u64,
 }
 
-/// Builds a [`KeyedCircuitBreaker`].
+/// Builds a [`KeyedCircuitBreaker`]; see [`KeyedCircuitBreaker::builder`].
+///
+/// ```
+/// use meshwork_circuit_breaker::{CircuitBreakerConfig, KeyedCircuitBreaker};
+/// use std::time::Duration;
+///
+/// let hosts = KeyedCircuitBreaker::<String>::builder("host")
+///     .override_for("legacy.internal".into(), CircuitBreakerConfig::for_http())
+///     .idle_timeout(Duration::from_secs(600))
+///     .build()?;
+/// assert!(hosts.is_empty());
+/// # Ok::<(), meshwork_circuit_breaker::ConfigError>(())
+/// ```
 #[must_use]
 pub struct KeyedBuilder<K> {
     name: Arc<str>,

@@ -11,6 +11,7 @@ pin_project! {
     /// The response future of [`CircuitBreakerService`](crate::CircuitBreakerService).
     ///
     /// Dropping it before it completes records nothing and gives a half-open probe permit back.
+    /// See [`CircuitBreakerLayer`](crate::CircuitBreakerLayer) for an example.
     #[derive(Debug)]
     pub struct ResponseFuture<F, C> {
         #[pin]

@@ -6,6 +6,18 @@ use super::{BoxError, ResponseFuture};
 use crate::{CircuitBreaker, Classify};
 
 /// A service guarded by a [`CircuitBreaker`]; see [`CircuitBreakerLayer`](crate::CircuitBreakerLayer).
+///
+/// ```
+/// use meshwork_circuit_breaker::{CircuitBreaker, CircuitBreakerService, DefaultClassifier};
+/// use tower::{ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let inner = service_fn(|n: u32| async move { Ok::<_, std::io::Error>(n * 2) });
+/// let svc = CircuitBreakerService::new(inner, CircuitBreaker::with_defaults("x"), DefaultClassifier);
+/// assert_eq!(svc.oneshot(21).await.unwrap(), 42);
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct CircuitBreakerService<S, C> {
     inner: S,
