@@ -6,6 +6,7 @@
 //! taken before a change can never count against the state that came after it.
 
 use std::future::Future;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -136,6 +137,16 @@ const SETTLED: u64 = u64::MAX;
 impl Ticket {
     fn is_probe(&self) -> bool {
         state_of(self.word) == State::HalfOpen
+    }
+
+    /// The ticket, once: later calls get `None`.
+    #[inline]
+    fn take(&mut self) -> Option<Ticket> {
+        let word = std::mem::replace(&mut self.word, SETTLED);
+        (word != SETTLED).then_some(Ticket {
+            word,
+            start: self.start,
+        })
     }
 }
 
@@ -373,10 +384,10 @@ impl CircuitBreaker {
     #[inline]
     pub fn try_acquire(&self) -> Result<Permit<'_>, Rejected> {
         let ticket = self.inner.acquire()?;
-        Ok(Permit {
+        Ok(Permit(Held {
             inner: &self.inner,
             ticket,
-        })
+        }))
     }
 
     /// Like [`try_acquire`](Self::try_acquire), but the permit owns a handle to the breaker
@@ -384,10 +395,10 @@ impl CircuitBreaker {
     #[inline]
     pub fn try_acquire_owned(&self) -> Result<OwnedPermit, Rejected> {
         let ticket = self.inner.acquire()?;
-        Ok(OwnedPermit {
+        Ok(OwnedPermit(Held {
             inner: self.inner.clone(),
             ticket,
-        })
+        }))
     }
 
     /// Runs `f` if the breaker allows it and records the outcome: `Ok` is a success, `Err` a
@@ -513,38 +524,19 @@ impl CircuitBreaker {
 /// ```
 #[derive(Debug)]
 #[must_use = "a permit records nothing unless given the call's outcome"]
-pub struct Permit<'a> {
-    inner: &'a Inner,
-    ticket: Ticket,
-}
+pub struct Permit<'a>(Held<&'a Inner>);
 
 impl Permit<'_> {
     /// Records how the call went.
     #[inline]
     pub fn record(mut self, outcome: Outcome) {
-        let ticket = std::mem::replace(&mut self.ticket.word, SETTLED);
-        self.inner.record(
-            Ticket {
-                word: ticket,
-                start: self.ticket.start,
-            },
-            outcome,
-        );
+        self.0.record(outcome);
     }
 
     /// Records a result with the default classification (`Ok` success, `Err` failure).
     #[inline]
     pub fn record_result<T, E>(self, result: &Result<T, E>) {
         self.record(DefaultClassifier.classify(result));
-    }
-}
-
-impl Drop for Permit<'_> {
-    #[inline]
-    fn drop(&mut self) {
-        if self.ticket.word != SETTLED {
-            self.inner.release(self.ticket);
-        }
     }
 }
 
@@ -569,23 +561,13 @@ impl Drop for Permit<'_> {
 /// ```
 #[derive(Debug)]
 #[must_use = "a permit records nothing unless given the call's outcome"]
-pub struct OwnedPermit {
-    inner: Arc<Inner>,
-    ticket: Ticket,
-}
+pub struct OwnedPermit(Held<Arc<Inner>>);
 
 impl OwnedPermit {
     /// Records how the call went.
     #[inline]
     pub fn record(mut self, outcome: Outcome) {
-        let ticket = std::mem::replace(&mut self.ticket.word, SETTLED);
-        self.inner.record(
-            Ticket {
-                word: ticket,
-                start: self.ticket.start,
-            },
-            outcome,
-        );
+        self.0.record(outcome);
     }
 
     /// Records a result with the default classification (`Ok` success, `Err` failure).
@@ -595,11 +577,28 @@ impl OwnedPermit {
     }
 }
 
-impl Drop for OwnedPermit {
+/// The body of both permit kinds: a ticket and a way to the breaker; a ticket not settled by
+/// `record` is released on drop.
+#[derive(Debug)]
+struct Held<R: Deref<Target = Inner>> {
+    inner: R,
+    ticket: Ticket,
+}
+
+impl<R: Deref<Target = Inner>> Held<R> {
+    #[inline]
+    fn record(&mut self, outcome: Outcome) {
+        if let Some(ticket) = self.ticket.take() {
+            self.inner.record(ticket, outcome);
+        }
+    }
+}
+
+impl<R: Deref<Target = Inner>> Drop for Held<R> {
     #[inline]
     fn drop(&mut self) {
-        if self.ticket.word != SETTLED {
-            self.inner.release(self.ticket);
+        if let Some(ticket) = self.ticket.take() {
+            self.inner.release(ticket);
         }
     }
 }

@@ -23,6 +23,13 @@ fn count_breaker(size: u32, min: u32) -> CircuitBreaker {
     )
 }
 
+/// A config builder for half-open tests: one failure opens it for one second.
+fn trips_at_once() -> meshwork_circuit_breaker::CircuitBreakerConfigBuilder {
+    CircuitBreakerConfig::builder()
+        .sliding_window(SlidingWindow::ConsecutiveFailures { threshold: 1 })
+        .open_duration(Duration::from_secs(1))
+}
+
 fn succeed(b: &CircuitBreaker) {
     b.try_acquire().unwrap().record(Outcome::Success);
 }
@@ -180,9 +187,7 @@ async fn jittered_open_durations_vary_within_bounds_and_repeat_with_a_seed() {
 async fn half_open_success_ratio_decides_early() {
     let b = CircuitBreaker::new(
         "ratio",
-        CircuitBreakerConfig::builder()
-            .sliding_window(SlidingWindow::ConsecutiveFailures { threshold: 1 })
-            .open_duration(Duration::from_secs(1))
+        trips_at_once()
             .permitted_calls_in_half_open(4)
             .half_open_success_threshold(50.0)
             .build()
@@ -217,9 +222,7 @@ async fn half_open_success_ratio_decides_early() {
 async fn exactly_n_probes_admitted_among_100_concurrent_callers() {
     let b = CircuitBreaker::new(
         "probe",
-        CircuitBreakerConfig::builder()
-            .sliding_window(SlidingWindow::ConsecutiveFailures { threshold: 1 })
-            .open_duration(Duration::from_secs(1))
+        trips_at_once()
             .permitted_calls_in_half_open(3)
             .build()
             .unwrap(),
@@ -256,9 +259,7 @@ async fn exactly_n_probes_admitted_among_100_concurrent_callers() {
 async fn exactly_n_probes_admitted_among_threads() {
     let b = CircuitBreaker::new(
         "threads",
-        CircuitBreakerConfig::builder()
-            .sliding_window(SlidingWindow::ConsecutiveFailures { threshold: 1 })
-            .open_duration(Duration::from_secs(1))
+        trips_at_once()
             .permitted_calls_in_half_open(5)
             .build()
             .unwrap(),
@@ -290,9 +291,7 @@ async fn exactly_n_probes_admitted_among_threads() {
 async fn cancelled_probe_gives_its_permit_back() {
     let b = CircuitBreaker::new(
         "cancel",
-        CircuitBreakerConfig::builder()
-            .sliding_window(SlidingWindow::ConsecutiveFailures { threshold: 1 })
-            .open_duration(Duration::from_secs(1))
+        trips_at_once()
             .permitted_calls_in_half_open(1)
             .build()
             .unwrap(),
@@ -331,9 +330,7 @@ async fn cancelled_probe_gives_its_permit_back() {
 async fn hung_probes_cannot_leave_it_half_open_past_the_maximum() {
     let b = CircuitBreaker::new(
         "hung",
-        CircuitBreakerConfig::builder()
-            .sliding_window(SlidingWindow::ConsecutiveFailures { threshold: 1 })
-            .open_duration(Duration::from_secs(1))
+        trips_at_once()
             .permitted_calls_in_half_open(2)
             .max_half_open_duration(Some(Duration::from_secs(30)))
             .build()
