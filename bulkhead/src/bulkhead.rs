@@ -11,9 +11,12 @@
 //!
 //! Waiting calls park in one queue behind a mutex, touched only when a call must wait or when
 //! a release finds waiters (`waiting != 0`). Release and enqueue order their steps so that a
-//! permit freed while a call enqueues is never missed: the release decrements the pool then
-//! reads the waiter count; the waiter bumps the count then retries the pools under the queue
-//! lock (both sequentially consistent). Waiters are served in FIFO or LIFO order; a call to
+//! permit freed while a call enqueues is never missed: the release decrements the pool (or a
+//! raised limit stores the larger caps) then reads the waiter count; the waiter bumps the
+//! count then reads the pool's count and cap under the queue lock. Every one of those accesses
+//! is sequentially consistent, so at least one side sees the other (the store-buffering
+//! pattern: with a relaxed cap load, a waiter could miss a raised limit and sit out its whole
+//! `max_wait` beside free permits). Waiters are served in FIFO or LIFO order; a call to
 //! [`try_acquire`](Bulkhead::try_acquire) that lands between a release and the hand-off may
 //! take the permit first (it never waits, so it cannot starve a queue for long).
 
@@ -43,7 +46,8 @@ struct Pool {
 impl Pool {
     #[inline]
     fn try_take(&self) -> bool {
-        let cap = self.cap.load(Relaxed);
+        // SeqCst, not Relaxed: see the module docs (a plain load on x86 either way).
+        let cap = self.cap.load(SeqCst);
         let mut used = self.used.load(SeqCst);
         while used < cap {
             match self
@@ -107,6 +111,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 ///
 /// A permit dropped without [`Permit::record`] counts as [`Outcome::Success`]. Without an
 /// adaptive limit outcomes are ignored.
+///
+/// ```
+/// use meshwork_bulkhead::{AdaptiveLimit, Aimd, Bulkhead, BulkheadConfig, Outcome};
+///
+/// let config = BulkheadConfig::builder()
+///     .max_concurrent_calls(10)
+///     .adaptive(AdaptiveLimit::Aimd(Aimd::new(1, 100)))
+///     .build()?;
+/// let bulkhead = Bulkhead::new("db", config);
+/// // A 404 says nothing about load; a timeout says the upstream is overloaded.
+/// bulkhead.try_acquire()?.record(Outcome::Ignored);
+/// assert_eq!(bulkhead.limit(), 10);
+/// bulkhead.try_acquire()?.record(Outcome::Dropped);
+/// assert_eq!(bulkhead.limit(), 9); // floor(10 * 0.9)
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Outcome {
@@ -172,7 +192,10 @@ pub(crate) struct Inner {
     waiting: AtomicUsize,
     /// Each partition's own pool; pool `i + 1` is `reserved[i]`.
     reserved: Box<[Pool]>,
-    limiter: Option<Mutex<Limiter>>,
+    /// The adaptive limit, if any; the lock also serialises every change of the caps.
+    limiter: Mutex<Option<Limiter>>,
+    /// Whether permits are timed (an adaptive limit is set).
+    timed: bool,
     name: Arc<str>,
     partition_names: Box<[Arc<str>]>,
     shares: Box<[f64]>,
@@ -198,7 +221,7 @@ impl fmt::Debug for Inner {
             .field("in_flight", &self.in_flight())
             .field("waiting", &self.waiting.load(Relaxed))
             .field("partitions", &self.partition_names)
-            .field("adaptive", &self.limiter.is_some())
+            .field("adaptive", &self.timed)
             .field("listeners", &self.listeners)
             .finish()
     }
@@ -217,7 +240,8 @@ impl Inner {
             shared: Pool::default(),
             waiting: AtomicUsize::new(0),
             reserved: config.partitions.iter().map(|_| Pool::default()).collect(),
-            limiter: limiter.map(Mutex::new),
+            timed: limiter.is_some(),
+            limiter: Mutex::new(limiter),
             #[cfg(feature = "metrics")]
             meters: Meters::new(&name),
             name,
@@ -248,16 +272,19 @@ impl Inner {
         }
     }
 
-    /// Sets the caps of every pool for `limit`.
+    /// Sets the caps of every pool for `limit`. Callers hold the `limiter` lock, so two
+    /// changes never interleave their stores.
     fn apply_limit(&self, limit: usize) {
         self.limit.store(limit, Relaxed);
         let mut owned = 0;
         for (pool, share) in self.reserved.iter().zip(self.shares.iter()) {
-            let own = (limit as f64 * share).floor() as usize;
+            // Validation lets shares add up to a hair over 1 (binary fractions), so the floors
+            // could add up to `limit + 1`: never hand out more than is left.
+            let own = ((limit as f64 * share).floor() as usize).min(limit - owned);
             pool.cap.store(own, SeqCst);
             owned += own;
         }
-        self.shared.cap.store(limit.saturating_sub(owned), SeqCst);
+        self.shared.cap.store(limit - owned, SeqCst);
         #[cfg(feature = "metrics")]
         self.meters.limit.set(limit as f64);
     }
@@ -286,15 +313,10 @@ impl Inner {
     fn admitted(&self, pool: u32) -> Ticket {
         #[cfg(feature = "metrics")]
         self.meters.in_flight.increment(1.0);
-        let start = match self.limiter {
-            Some(_) => u64::try_from(
-                Instant::now()
-                    .saturating_duration_since(self.base)
-                    .as_nanos(),
-            )
-            .unwrap_or(u64::MAX - 1)
-            .saturating_add(1),
-            None => 0,
+        let start = if self.timed {
+            nanos_since(self.base).min(u64::MAX - 1) + 1
+        } else {
+            0
         };
         Ticket {
             start,
@@ -341,21 +363,24 @@ impl Inner {
             self.drain_locked(&mut queue);
             waiter
         };
+        // Dropping the future before the end removes the waiter (or hands on its grant).
         let mut guard = WaitGuard {
             inner: self,
-            waiter: Some(waiter),
+            waiter: Some(waiter.clone()),
         };
-        let waited = {
-            let waiter = guard.waiter.as_deref();
-            tokio::time::timeout(
-                self.max_wait,
-                poll_fn(|cx| waiter.map_or(Poll::Ready(WAITING), |w| w.poll(cx))),
-            )
-            .await
+        let granted = match tokio::time::timeout(self.max_wait, poll_fn(|cx| waiter.poll(cx))).await
+        {
+            Ok(pool) => {
+                // Granted: the grant already took the waiter off the queue.
+                guard.waiter = None;
+                Some(pool)
+            }
+            // The deadline passed, but a grant may have raced with it.
+            Err(_) => guard.cancel(),
         };
-        match (waited, guard.cancel()) {
-            (Ok(pool), _) | (Err(_), Some(pool)) if pool != WAITING => Ok(self.admitted(pool)),
-            _ => Err(self.reject(
+        match granted {
+            Some(pool) => Ok(self.admitted(pool)),
+            None => Err(self.reject(
                 part,
                 RejectReason::WaitTimedOut,
                 Detail::Waited(self.max_wait),
@@ -410,9 +435,6 @@ impl Inner {
     }
 
     fn sample(&self, start: Instant, outcome: Outcome) {
-        let Some(limiter) = &self.limiter else {
-            return;
-        };
         if outcome == Outcome::Ignored {
             return;
         }
@@ -422,9 +444,15 @@ impl Inner {
             in_flight: self.in_flight(),
             dropped: outcome == Outcome::Dropped,
         };
+        self.change_limit(|limiter| limiter.map(|l| l.sample(sample)).unwrap_or_default());
+    }
+
+    /// Runs `f` on the limiter (if any) under its lock, applies the limit it returns, then
+    /// reports the change outside the lock.
+    fn change_limit(&self, f: impl FnOnce(Option<&mut Limiter>) -> Update) {
         let update = {
-            let mut limiter = lock(limiter);
-            let update = limiter.sample(sample);
+            let mut limiter = lock(&self.limiter);
+            let update = f(limiter.as_mut());
             if let Some((_, to)) = update.limit {
                 self.apply_limit(to);
             }
@@ -461,32 +489,21 @@ impl Inner {
     }
 
     fn set_limit(&self, limit: usize) {
-        let update = match &self.limiter {
-            Some(limiter) => {
-                let mut limiter = lock(limiter);
-                let update = limiter.set(limit);
-                if let Some((_, to)) = update.limit {
-                    self.apply_limit(to);
-                }
-                update
-            }
+        self.change_limit(|limiter| match limiter {
+            Some(limiter) => limiter.set(limit),
             None => {
-                let limit = limit.clamp(1, crate::MAX_LIMIT);
-                let from = self.limit.swap(limit, Relaxed);
-                self.apply_limit(limit);
+                let (from, to) = (self.limit.load(Relaxed), limit.clamp(1, crate::MAX_LIMIT));
                 Update {
-                    limit: (from != limit).then_some((from, limit)),
+                    limit: (from != to).then_some((from, to)),
                     min_rtt: None,
                 }
             }
-        };
-        self.report(update);
+        });
     }
 
-    fn partition_name(&self, part: usize) -> Option<Arc<str>> {
+    fn partition_name(&self, part: usize) -> Option<&Arc<str>> {
         part.checked_sub(1)
             .and_then(|i| self.partition_names.get(i))
-            .cloned()
     }
 
     #[cold]
@@ -497,7 +514,7 @@ impl Inner {
         self.meters.rejected[reason_index(reason)].increment(1);
         let rejected = Rejected::new(
             self.name.clone(),
-            self.partition_name(part),
+            self.partition_name(part).cloned(),
             reason,
             self.in_flight(),
             self.limit.load(Relaxed),
@@ -508,15 +525,24 @@ impl Inner {
         if self.listeners.active() {
             self.listeners.deliver(&Event::Rejected {
                 name: self.name.clone(),
-                partition: self.partition_name(part),
+                partition: self.partition_name(part).cloned(),
                 reason,
             });
         }
         rejected
     }
+}
 
-    pub(crate) fn busy(&self) -> bool {
-        self.in_flight() != 0 || self.waiting.load(Relaxed) != 0
+/// Nanoseconds from `base` to now, saturating.
+pub(crate) fn nanos_since(base: Instant) -> u64 {
+    u64::try_from(Instant::now().saturating_duration_since(base).as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// How a call's result counts for an adaptive limit: `Ok` a success, `Err` a drop.
+pub(crate) fn outcome_of<T, E>(result: &Result<T, E>) -> Outcome {
+    match result {
+        Ok(_) => Outcome::Success,
+        Err(_) => Outcome::Dropped,
     }
 }
 
@@ -623,6 +649,17 @@ impl fmt::Debug for Bulkhead {
 }
 
 /// Counts of a bulkhead at one moment; see [`Bulkhead::metrics`].
+///
+/// ```
+/// use meshwork_bulkhead::{Bulkhead, BulkheadConfig};
+///
+/// let bulkhead = Bulkhead::new("db", BulkheadConfig::builder().max_concurrent_calls(1).build()?);
+/// let _held = bulkhead.try_acquire()?;
+/// assert!(bulkhead.try_acquire().is_err());
+/// let m = bulkhead.metrics();
+/// assert_eq!((m.limit, m.in_flight, m.waiting, m.rejected), (1, 1, 0, 1));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Metrics {
@@ -718,10 +755,7 @@ impl Bulkhead {
 
     /// The partition this handle admits calls into, if any.
     pub fn partition_name(&self) -> Option<&str> {
-        self.part
-            .checked_sub(1)
-            .and_then(|i| self.inner.partition_names.get(i))
-            .map(|p| &**p)
+        self.inner.partition_name(self.part).map(|p| &**p)
     }
 
     /// The limit in force (it moves with an adaptive limit).
@@ -757,6 +791,10 @@ impl Bulkhead {
     }
 
     /// Calls `listener` with every event of this bulkhead, from now on.
+    ///
+    /// A bulkhead from a [`KeyedBulkhead`](crate::KeyedBulkhead) shares its listeners with the
+    /// whole family: a listener added here hears every key (use
+    /// [`KeyedBulkhead::on_event`](crate::KeyedBulkhead::on_event) and match on the name).
     pub fn on_event<F>(&self, listener: F)
     where
         F: Fn(&Event) + Send + Sync + 'static,
@@ -822,11 +860,7 @@ impl Bulkhead {
         // Until `f` completes, a drop means the call was cancelled.
         permit.ticket.outcome = Outcome::Ignored;
         let result = f().await;
-        permit.record(if result.is_ok() {
-            Outcome::Success
-        } else {
-            Outcome::Dropped
-        });
+        permit.record(outcome_of(&result));
         result.map_err(Error::Inner)
     }
 
@@ -836,18 +870,19 @@ impl Bulkhead {
     where
         F: FnOnce() -> Result<T, E>,
     {
-        let permit = self.try_acquire()?;
+        let mut permit = self.try_acquire()?;
+        // Until `f` returns, a drop means it panicked: no sample.
+        permit.ticket.outcome = Outcome::Ignored;
         let result = f();
-        permit.record(if result.is_ok() {
-            Outcome::Success
-        } else {
-            Outcome::Dropped
-        });
+        permit.record(outcome_of(&result));
         result.map_err(Error::Inner)
     }
 
-    pub(crate) fn is_busy(&self) -> bool {
-        self.inner.busy()
+    /// Whether a handle, permit or waiting call other than this handle keeps the bulkhead
+    /// alive (a keyed family must not evict such a key: its users would carry on with a
+    /// bulkhead the family no longer knows, beside a fresh one).
+    pub(crate) fn is_shared(&self) -> bool {
+        Arc::strong_count(&self.inner) > 1
     }
 }
 
@@ -1025,6 +1060,70 @@ mod tests {
         assert_eq!(b.partition_name(), None);
         b.set_limit(100);
         assert_eq!(b.inner.shared.cap.load(SeqCst), 25);
+    }
+
+    fn caps(b: &Bulkhead) -> usize {
+        let inner = &b.inner;
+        inner
+            .reserved
+            .iter()
+            .fold(inner.shared.cap.load(SeqCst), |n, p| n + p.cap.load(SeqCst))
+    }
+
+    #[test]
+    fn shares_a_hair_over_one_never_give_out_more_than_the_limit() {
+        // Accepted by validation (within its 1e-9 slack), but the floors of the two shares
+        // add up to the limit plus one.
+        let limit = crate::MAX_LIMIT;
+        let config = BulkheadConfig::builder()
+            .max_concurrent_calls(limit)
+            .partition(Partition::new("a", 0.5))
+            .partition(Partition::new("b", 0.500_000_000_95))
+            .build()
+            .unwrap();
+        let b = Bulkhead::new("hair", config);
+        assert_eq!(caps(&b), limit);
+    }
+
+    #[test]
+    fn racing_limit_changes_leave_consistent_caps() {
+        let config = BulkheadConfig::builder()
+            .max_concurrent_calls(10)
+            .partition(Partition::new("a", 0.3))
+            .partition(Partition::new("b", 0.3))
+            .build()
+            .unwrap();
+        let b = Bulkhead::new("race", config);
+        std::thread::scope(|s| {
+            for limit in [10, 1000] {
+                let b = &b;
+                s.spawn(move || {
+                    for _ in 0..20_000 {
+                        b.set_limit(limit);
+                    }
+                });
+            }
+        });
+        assert_eq!(caps(&b), b.limit());
+        assert_eq!(b.inner.reserved[0].cap.load(SeqCst), b.limit() * 3 / 10);
+    }
+
+    #[test]
+    fn a_panic_in_call_sync_is_no_sample() {
+        let config = BulkheadConfig::builder()
+            .max_concurrent_calls(2)
+            .adaptive(crate::AdaptiveLimit::Aimd(crate::Aimd::new(1, 10)))
+            .build()
+            .unwrap();
+        let b = Bulkhead::new("panic", config);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            b.call_sync(|| -> Result<(), ()> { panic!("boom") })
+        }));
+        assert!(r.is_err());
+        // Counted as a success, it would have grown the limit (1 of 2 in flight is busy).
+        assert_eq!((b.limit(), b.in_flight()), (2, 0));
+        b.call_sync(|| Ok::<_, ()>(())).unwrap();
+        assert_eq!(b.limit(), 3);
     }
 
     #[test]

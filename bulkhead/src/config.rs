@@ -171,6 +171,23 @@ impl Default for Aimd {
 /// the new minimum RTT. The first probe runs at start; the next every `probe_interval`
 /// plus a random `[0, probe_jitter)` fraction of it, so a fleet does not probe in step (a
 /// seedable RNG keeps tests deterministic).
+///
+/// ```
+/// use meshwork_bulkhead::{AdaptiveLimit, Bulkhead, BulkheadConfig, Gradient};
+/// use std::time::Duration;
+///
+/// let mut gradient = Gradient::new(10, 500);
+/// gradient.tolerance = 2.0; // tolerate twice the minimum RTT before falling
+/// gradient.probe_interval = Duration::from_secs(30);
+/// gradient.seed = Some(7);
+/// let config = BulkheadConfig::builder()
+///     .max_concurrent_calls(50) // the limit after the first probe
+///     .adaptive(AdaptiveLimit::Gradient(gradient))
+///     .build()?;
+/// let bulkhead = Bulkhead::new("search", config);
+/// assert_eq!(bulkhead.limit(), 10); // pinned to the probe limit while the first probe runs
+/// # Ok::<(), meshwork_bulkhead::ConfigError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct Gradient {
@@ -194,7 +211,7 @@ pub struct Gradient {
     /// Samples a probe collects, at least 1; default [`DEFAULT_PROBE_SAMPLES`].
     pub probe_samples: u32,
     /// Limit during a probe, in `min_limit..=max_limit`; default [`DEFAULT_PROBE_LIMIT`]
-    /// (raised to `min_limit` when that is higher).
+    /// (with [`Gradient::new`], brought within `min_limit..=max_limit`).
     pub probe_limit: usize,
     /// Seed of the jitter RNG; `None` seeds from the OS. Default `None`.
     pub seed: Option<u64>,
@@ -206,7 +223,8 @@ impl Gradient {
         Gradient {
             min_limit,
             max_limit,
-            probe_limit: DEFAULT_PROBE_LIMIT.max(min_limit),
+            // Not `clamp`: it panics when min_limit > max_limit, which `build` reports instead.
+            probe_limit: DEFAULT_PROBE_LIMIT.max(min_limit).min(max_limit),
             ..Gradient::default()
         }
     }
@@ -314,7 +332,34 @@ impl ConfigError {
 /// assert_eq!(config.max_concurrent_calls, 10);
 /// # Ok::<(), meshwork_bulkhead::ConfigError>(())
 /// ```
+///
+/// With the `serde` feature it deserializes through the same validation: durations are
+/// strings like `"250ms"` or `"2m"`, unknown fields are errors, missing fields take their
+/// defaults, and the adaptive limit is tagged by `type` (`"aimd"` or `"gradient"`).
+///
+#[cfg_attr(feature = "serde", doc = "```")]
+#[cfg_attr(not(feature = "serde"), doc = "```ignore")]
+/// use meshwork_bulkhead::{BulkheadConfig, QueueOrder};
+/// use std::time::Duration;
+///
+/// let config: BulkheadConfig = serde_json::from_str(r#"{
+///     "max_concurrent_calls": 50,
+///     "max_wait": "20ms",
+///     "queue_order": "lifo",
+///     "partitions": [{ "name": "live", "share": 0.9 }, { "name": "batch", "share": 0.1 }],
+///     "adaptive": { "type": "gradient", "min_limit": 10, "max_limit": 500 }
+/// }"#)?;
+/// assert_eq!(config.max_wait, Duration::from_millis(20));
+/// assert_eq!(config.queue_order, QueueOrder::Lifo);
+///
+/// let err = serde_json::from_str::<BulkheadConfig>(r#"{ "max_wait": "1s", "max_waiters": 0 }"#)
+///     .unwrap_err();
+/// assert!(err.to_string().contains("max_waiters must be at least 1 when max_wait is set, got 0"));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "crate::serde_config::RawConfig"))]
 #[non_exhaustive]
 pub struct BulkheadConfig {
     /// Calls allowed in flight at once (the initial limit when adaptive).
@@ -636,6 +681,27 @@ mod tests {
             .build()
             .unwrap_err();
         assert_eq!(err.expected(), "above zero and at most 365 days");
+    }
+
+    #[test]
+    fn gradient_new_fits_its_probe_limit_in_any_bounds() {
+        // The default probe limit (3) is above max_limit: brought down, so this builds.
+        let config = BulkheadConfig::builder()
+            .max_concurrent_calls(2)
+            .adaptive(AdaptiveLimit::Gradient(Gradient::new(1, 2)))
+            .build()
+            .unwrap();
+        let Some(AdaptiveLimit::Gradient(g)) = config.adaptive else {
+            unreachable!()
+        };
+        assert_eq!(g.probe_limit, 2);
+        assert_eq!(Gradient::new(5, 100).probe_limit, 5);
+        // Inverted bounds: no panic in `new`, an error from `build`.
+        let err = BulkheadConfig::builder()
+            .adaptive(AdaptiveLimit::Gradient(Gradient::new(10, 5)))
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "max_limit");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::bulkhead::nanos_since;
 use crate::error::Detail;
 use crate::event::Listeners;
 use crate::{Bulkhead, BulkheadConfig, ConfigError, Error, Event, RejectReason, Rejected};
@@ -39,9 +40,11 @@ struct KeyedInner<K> {
 /// the key's own override), bounded in number.
 ///
 /// When the family is full, a new key first evicts keys idle for `idle_timeout`, then the
-/// least recently used key with nothing in flight; a key is never evicted while it has calls
-/// in flight or waiting (that would let its traffic through a second, fresh bulkhead). If
-/// every key is busy, the new key is refused with [`RejectReason::TooManyKeys`].
+/// least recently used key nobody holds. A key is never evicted while anyone holds its
+/// [`Bulkhead`] (a handle from [`get`](Self::get), a permit, a waiting call): its users would
+/// carry on with a bulkhead the family has forgotten while [`get`](Self::get) made a fresh
+/// one, and the key would get twice its limit. If every key is held, the new key is refused
+/// with [`RejectReason::TooManyKeys`].
 ///
 /// ```
 /// use meshwork_bulkhead::{BulkheadConfig, KeyedBulkhead};
@@ -81,7 +84,25 @@ impl<K: fmt::Debug> fmt::Debug for KeyedBulkhead<K> {
     }
 }
 
-/// Builds a [`KeyedBulkhead`].
+/// Builds a [`KeyedBulkhead`]; see [`KeyedBulkhead::builder`].
+///
+/// ```
+/// use meshwork_bulkhead::{BulkheadConfig, KeyedBulkhead};
+/// use std::time::Duration;
+///
+/// let hosts = KeyedBulkhead::<String>::builder("host")
+///     .config(BulkheadConfig::builder().max_concurrent_calls(20).build()?)
+///     .override_for(
+///         "search.internal".to_string(),
+///         BulkheadConfig::builder().max_concurrent_calls(100).build()?,
+///     )
+///     .max_keys(500)
+///     .idle_timeout(Duration::from_secs(600))
+///     .build()?;
+/// assert_eq!(hosts.get("search.internal")?.limit(), 100);
+/// assert_eq!(hosts.get("mail.internal")?.limit(), 20);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[must_use]
 pub struct KeyedBuilder<K> {
     name: Arc<str>,
@@ -125,8 +146,8 @@ where
         self
     }
 
-    /// Bulkheads unused this long (and with nothing in flight) are evicted first when the
-    /// family is full, and by [`KeyedBulkhead::evict_idle`]. Default: none; greater than zero.
+    /// Bulkheads unused this long (and held by nobody) are evicted first when the family is
+    /// full, and by [`KeyedBulkhead::evict_idle`]. Default: none; greater than zero.
     pub fn idle_timeout(mut self, idle: Duration) -> Self {
         self.idle_timeout = Some(idle);
         self
@@ -185,16 +206,12 @@ where
     }
 
     fn now(&self) -> u64 {
-        u64::try_from(
-            Instant::now()
-                .saturating_duration_since(self.inner.base)
-                .as_nanos(),
-        )
-        .unwrap_or(u64::MAX)
+        nanos_since(self.inner.base)
     }
 
     /// The bulkhead of `key`, created on first use; refused only when the family is full and
-    /// every key is busy.
+    /// every key is held (see the type's docs). Holding the returned handle keeps the key
+    /// from being evicted; drop it when done.
     pub fn get<Q>(&self, key: &Q) -> Result<Bulkhead, Rejected>
     where
         K: Borrow<Q>,
@@ -279,8 +296,9 @@ where
         self.get(key)?.call(f).await
     }
 
-    /// Removes idle entries that are not busy; if `make_room` and still full, removes the
-    /// least recently used one that is not busy.
+    /// Removes idle entries nobody holds; if `make_room` and still full, removes the least
+    /// recently used one nobody holds. Runs under the map's write lock, so no `get` can hand
+    /// out a handle to an entry while it is judged.
     fn evict(
         &self,
         map: &mut HashMap<K, Entry>,
@@ -292,7 +310,7 @@ where
             let idle = u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX);
             map.retain(|_, e| {
                 let keep =
-                    now.saturating_sub(e.last_used.load(Relaxed)) < idle || e.bulkhead.is_busy();
+                    now.saturating_sub(e.last_used.load(Relaxed)) < idle || e.bulkhead.is_shared();
                 if !keep {
                     evicted.push(e.bulkhead.name().into());
                 }
@@ -302,7 +320,7 @@ where
         if make_room && map.len() >= self.inner.max_keys {
             let victim = map
                 .iter()
-                .filter(|(_, e)| !e.bulkhead.is_busy())
+                .filter(|(_, e)| !e.bulkhead.is_shared())
                 .min_by_key(|(_, e)| e.last_used.load(Relaxed))
                 .map(|(k, _)| k.clone());
             if let Some(entry) = victim.and_then(|k| map.remove(&k)) {
@@ -320,8 +338,25 @@ where
         }
     }
 
-    /// Removes bulkheads unused for the idle timeout and with nothing in flight; returns how
-    /// many. Call it from a periodic task if keys come and go.
+    /// Removes bulkheads unused for the idle timeout and held by nobody; returns how many.
+    /// Call it from a periodic task if keys come and go.
+    ///
+    /// ```
+    /// use meshwork_bulkhead::KeyedBulkhead;
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let upstreams = KeyedBulkhead::<String>::builder("upstream")
+    ///     .idle_timeout(Duration::from_secs(300))
+    ///     .build()?;
+    /// upstreams.call("db-1", || async { Ok::<_, std::io::Error>(()) }).await?;
+    /// tokio::time::advance(Duration::from_secs(301)).await;
+    /// assert_eq!(upstreams.evict_idle(), 1);
+    /// assert!(upstreams.is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn evict_idle(&self) -> usize {
         let now = self.now();
         let mut evicted = Vec::new();

@@ -64,6 +64,7 @@
 //! | feature   | default | what it adds |
 //! |-----------|---------|--------------|
 //! | `tower`   | yes     | [`BulkheadLayer`] / [`BulkheadService`] |
+//! | `serde`   | no      | `Deserialize` for [`BulkheadConfig`], validated like the builder (durations as `"250ms"`, unknown fields refused, missing fields at their defaults) |
 //! | `metrics` | no      | gauges `meshwork_bulkhead_limit`, `meshwork_bulkhead_in_flight`, `meshwork_bulkhead_waiting` and the counter `meshwork_bulkhead_rejected_total` (labels `bulkhead`, `reason`) through the `metrics` facade |
 //! | `tracing` | no      | `tracing` debug events at limit changes and rejections, never per admitted call |
 //!
@@ -82,6 +83,9 @@ mod keyed;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod layer;
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+mod serde_config;
 
 pub use crate::bulkhead::{Bulkhead, Metrics, Outcome, OwnedPermit, Permit};
 pub use crate::config::{

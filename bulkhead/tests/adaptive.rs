@@ -8,8 +8,8 @@ use std::time::Duration;
 use meshwork_bulkhead::{AdaptiveLimit, Aimd, Bulkhead, BulkheadConfig, Event, Gradient, Outcome};
 use tokio::time::Instant;
 
-/// `workers` tasks calling through the bulkhead in a loop until `until`; each call takes the
-/// current `latency_ms`. Returns the limit seen at the end.
+/// `workers` tasks calling through the bulkhead in a loop for `run_for`; each call takes the
+/// current `latency_ms`.
 async fn drive(b: &Bulkhead, latency_ms: &Arc<AtomicU64>, workers: usize, run_for: Duration) {
     let until = Instant::now() + run_for;
     let tasks: Vec<_> = (0..workers)
@@ -129,6 +129,19 @@ async fn drops_recorded_on_permits_lower_the_limit_and_ignored_ones_do_not() {
     assert_eq!(*changes.lock().unwrap(), vec![(10, 9), (9, 8)]);
 }
 
+/// The times, from now, at which minimum-RTT probes of `b` finish.
+fn probe_times(b: &Bulkhead) -> Arc<Mutex<Vec<Duration>>> {
+    let probes = Arc::new(Mutex::new(Vec::new()));
+    let sink = probes.clone();
+    let start = Instant::now();
+    b.on_event(move |e| {
+        if let Event::MinRttMeasured { .. } = e {
+            sink.lock().unwrap().push(start.elapsed());
+        }
+    });
+    probes
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_minimum_rtt_is_reprobed_periodically_with_jitter() {
     let mut g = Gradient::new(1, 50);
@@ -138,14 +151,7 @@ async fn the_minimum_rtt_is_reprobed_periodically_with_jitter() {
     g.sample_window = 5;
     g.seed = Some(42);
     let b = adaptive(10, AdaptiveLimit::Gradient(g));
-    let probes = Arc::new(Mutex::new(Vec::new()));
-    let sink = probes.clone();
-    let start = Instant::now();
-    b.on_event(move |e| {
-        if let Event::MinRttMeasured { .. } = e {
-            sink.lock().unwrap().push(start.elapsed());
-        }
-    });
+    let probes = probe_times(&b);
     let latency = Arc::new(AtomicU64::new(5));
     drive(&b, &latency, 5, Duration::from_secs(60)).await;
     let probes = probes.lock().unwrap().clone();
@@ -169,14 +175,7 @@ async fn the_same_seed_gives_the_same_probe_schedule() {
         g.probe_samples = 3;
         g.seed = Some(seed);
         let b = adaptive(10, AdaptiveLimit::Gradient(g));
-        let probes = Arc::new(Mutex::new(Vec::new()));
-        let sink = probes.clone();
-        let start = Instant::now();
-        b.on_event(move |e| {
-            if let Event::MinRttMeasured { .. } = e {
-                sink.lock().unwrap().push(start.elapsed());
-            }
-        });
+        let probes = probe_times(&b);
         drive(&b, &Arc::new(AtomicU64::new(5)), 1, Duration::from_secs(45)).await;
         probes.lock().unwrap().clone()
     }

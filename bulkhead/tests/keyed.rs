@@ -61,21 +61,40 @@ async fn idle_keys_are_evicted_but_busy_ones_are_not() {
 #[tokio::test(start_paused = true)]
 async fn a_full_family_evicts_the_least_recently_used_free_key_or_refuses() {
     let f = family(2, Duration::from_secs(3600));
-    let a = f.get("a").unwrap();
+    f.get("a").unwrap();
     tokio::time::advance(Duration::from_secs(1)).await;
     let b = f.get("b").unwrap();
     tokio::time::advance(Duration::from_secs(1)).await;
-    // "a" is the least recently used and free: "c" replaces it.
-    f.get("c").unwrap();
+    // "a" is the least recently used and nobody holds it: "c" replaces it.
+    let c = f.get("c").unwrap();
     assert_eq!(f.len(), 2);
-    drop(a);
-    // Now both keys are busy: a new key is refused rather than evicting a busy one.
-    let _b = b.try_acquire_owned().unwrap();
-    let _c = f.get("c").unwrap().try_acquire_owned().unwrap();
+    assert_eq!(f.evicted(), 1);
+    // Both keys are held (a handle, a permit): a new key is refused rather than evicting one.
+    let _permit = c.try_acquire_owned().unwrap();
+    drop(c);
     let refused = f.get("d").unwrap_err();
     assert_eq!(refused.reason(), RejectReason::TooManyKeys);
     assert_eq!(
         refused.to_string(),
         "bulkhead 'tenant' holds its maximum of 2 keys, none idle"
     );
+    // Once "b" is let go, it makes room.
+    drop(b);
+    assert_eq!(f.get("d").unwrap().name(), "tenant/d");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_handle_keeps_its_key_so_the_limit_is_not_doubled() {
+    let f = family(1, Duration::from_secs(1));
+    // A user keeps the handle of "a" and has nothing in flight right now.
+    let a = f.get("a").unwrap();
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(f.evict_idle(), 0);
+    assert!(
+        f.get("b").is_err(),
+        "the held key \"a\" must not be evicted"
+    );
+    // Had "a" been evicted, these two would be separate bulkheads, each with a limit of 1.
+    let _p = a.try_acquire().unwrap();
+    assert!(f.get("a").unwrap().try_acquire().is_err());
 }

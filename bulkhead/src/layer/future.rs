@@ -5,6 +5,7 @@ use std::task::{Context, Poll, ready};
 use pin_project_lite::pin_project;
 
 use super::BoxError;
+use crate::bulkhead::outcome_of;
 use crate::{Outcome, OwnedPermit, Rejected};
 
 pin_project! {
@@ -63,11 +64,7 @@ where
             StateProj::Running { future, permit } => {
                 let result = ready!(future.poll(cx));
                 if let Some(permit) = permit.take() {
-                    permit.record(if result.is_ok() {
-                        Outcome::Success
-                    } else {
-                        Outcome::Dropped
-                    });
+                    permit.record(outcome_of(&result));
                 }
                 Poll::Ready(result.map_err(Into::into))
             }

@@ -8,6 +8,25 @@ use crate::Bulkhead;
 /// A service guarded by a [`Bulkhead`]: each request takes a permit in `call` (never
 /// waiting) and holds it until its response future completes or is dropped; a request that
 /// finds the bulkhead full fails at once with a [`Rejected`](crate::Rejected).
+///
+/// Usually made by [`BulkheadLayer`](crate::BulkheadLayer); built directly:
+///
+/// ```
+/// use meshwork_bulkhead::{Bulkhead, BulkheadService};
+/// use tower::{ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let bulkhead = Bulkhead::with_defaults("echo");
+/// let svc = BulkheadService::new(
+///     service_fn(|s: &'static str| async move { Ok::<_, std::io::Error>(s) }),
+///     bulkhead,
+/// );
+/// assert_eq!(svc.bulkhead().name(), "echo");
+/// assert_eq!(svc.oneshot("hi").await?, "hi");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct BulkheadService<S> {
     inner: S,
