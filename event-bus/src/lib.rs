@@ -51,6 +51,7 @@ mod delivery;
 mod error;
 mod memory;
 mod message;
+mod typed;
 
 pub use bus::{
     BoxFuture, Capabilities, DynPublisher, DynSubscriber, Publisher, Subscriber, Subscription,
@@ -64,3 +65,7 @@ pub use memory::{
     DEFAULT_CAPACITY, DEFAULT_PUBLISH_TIMEOUT, MemoryBus, MemoryConfig, MemoryConfigBuilder,
 };
 pub use message::{Headers, InvalidMessageId, Message, MessageId, header};
+pub use typed::{
+    CloudEvents, Codec, DecodeError, EncodeError, Event, JsonCodec, decode, decode_with, encode,
+    encode_with,
+};
