@@ -47,10 +47,14 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod bus;
+#[cfg(feature = "conformance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
+pub mod conformance;
 mod delivery;
 mod error;
 mod memory;
 mod message;
+pub mod router;
 mod typed;
 
 pub use bus::{
@@ -65,6 +69,12 @@ pub use memory::{
     DEFAULT_CAPACITY, DEFAULT_PUBLISH_TIMEOUT, MemoryBus, MemoryConfig, MemoryConfigBuilder,
 };
 pub use message::{Headers, InvalidMessageId, Message, MessageId, header};
+pub use router::{
+    DynIdempotencyStore, FailureAction, FailureKind, FailureOutcome, FailurePolicy,
+    FailurePolicyBuilder, HandlerError, HandlerService, IdempotencyKey, IdempotencyStore,
+    MemoryIdempotencyStore, Outputs, Route, Router, RouterBuilder, RouterEvent, RunningRouter,
+    ShutdownReport,
+};
 pub use typed::{
     CloudEvents, Codec, DecodeError, EncodeError, Event, JsonCodec, decode, decode_with, encode,
     encode_with,

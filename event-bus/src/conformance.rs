@@ -1,0 +1,1 @@
+//! The conformance suite: one set of generic tests every backend runs against its broker.
