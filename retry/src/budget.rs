@@ -90,7 +90,12 @@ impl RetryBudget {
         } else {
             ppm.floor()
         } as u128;
-        let ttl = config.ttl.max(Duration::from_millis(SLOTS.into()));
+        // Clamped like the percentage: a TTL past `MAX_BUDGET_TTL` would overflow `Instant`
+        // arithmetic, one under `SLOTS` ms would make zero-length slots.
+        let ttl = config.ttl.clamp(
+            Duration::from_millis(SLOTS.into()),
+            crate::config::MAX_BUDGET_TTL,
+        );
         let reserve =
             (f64::from(config.min_per_second) * ttl.as_secs_f64() * UNIT as f64).floor() as u128;
         // The first slot opens now, so the calls made before the first retry count.
@@ -117,7 +122,7 @@ impl RetryBudget {
         &self.config
     }
 
-    /// Records one call (one relaxed atomic add).
+    /// Records one call (a relaxed load and store on this thread's stripe of the counter).
     #[inline]
     pub fn deposit(&self) {
         self.deposits.add_one();
@@ -159,10 +164,11 @@ impl RetryBudget {
 
     /// Rotates the window to `now`; returns the millionths issued and the retries spent in it.
     fn rotate(&self, window: &mut VecDeque<Slot>, now: Instant) -> (u128, u128) {
+        // Threads read the clock before taking the lock, so `now` may lie a little before the
+        // newest slot: count it in that slot, which keeps the slots in time order.
+        let now = window.back().map_or(now, |s| now.max(s.start));
         let total = self.deposits.sum();
-        let needs_slot = window
-            .back()
-            .is_none_or(|s| now >= s.start + self.slot || now < s.start);
+        let needs_slot = window.back().is_none_or(|s| now >= s.start + self.slot);
         if needs_slot {
             window.push_back(Slot {
                 start: now,
@@ -330,6 +336,26 @@ mod tests {
             b.deposit();
         }
         assert_eq!(b.available_at(t0 + Duration::from_secs(13)), 2);
+    }
+
+    #[test]
+    fn a_clock_read_before_the_newest_slot_keeps_the_slots_in_order() {
+        let b = budget(100.0, 0, 10);
+        let t1 = Instant::now() + Duration::from_secs(5);
+        b.try_withdraw_at(t1);
+        // A thread that read the clock just before another opened the slot at `t1`.
+        b.try_withdraw_at(t1 - Duration::from_millis(1));
+        let window = b.window.lock().unwrap();
+        let starts: Vec<Instant> = window.iter().map(|s| s.start).collect();
+        assert!(starts.is_sorted(), "{starts:?}");
+    }
+
+    #[test]
+    fn an_unvalidated_ttl_is_clamped_instead_of_overflowing() {
+        let b = RetryBudget::new(BudgetConfig::new(0.0, 1, Duration::MAX));
+        let now = Instant::now() + Duration::from_secs(1);
+        assert_eq!(b.available_at(now), 60, "the reserve of a 60 s TTL");
+        assert!(b.try_withdraw_at(now));
     }
 
     #[test]

@@ -3,6 +3,16 @@
 use std::time::Duration;
 
 /// What to do after an attempt.
+///
+/// ```
+/// use meshwork_retry::Decision;
+/// use std::time::Duration;
+///
+/// // A server that said "Retry-After: 2".
+/// let decision = Decision::RetryAfter(Duration::from_secs(2));
+/// assert!(decision.is_retry());
+/// assert!(!Decision::Done.is_retry());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Decision {

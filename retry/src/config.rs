@@ -1,6 +1,6 @@
 //! Configuration: plain data, validated once by the builder.
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::error::Error as StdError;
 use std::fmt;
 use std::time::Duration;
@@ -100,7 +100,12 @@ impl Backoff {
                 initial,
                 multiplier,
             } => {
-                let secs = initial.as_secs_f64() * multiplier.powi(k.min(i32::MAX as u32) as i32);
+                if initial.is_zero() {
+                    // 0 * inf would be NaN, and NaN would saturate to `Duration::MAX`.
+                    return Duration::ZERO;
+                }
+                let exp = i32::try_from(k).unwrap_or(i32::MAX);
+                let secs = initial.as_secs_f64() * multiplier.powi(exp);
                 Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
             }
         }
@@ -123,6 +128,21 @@ impl Default for Backoff {
 /// * `Decorrelated`: uniform in `[base, 3 * previous]`, capped at `max_delay`, where `base` is
 ///   the backoff's first delay and `previous` the previous delay (starting at `base`); the
 ///   backoff's growth is ignored.
+///
+/// ```
+/// use meshwork_retry::{Backoff, Jitter, RetryConfig};
+/// use std::time::Duration;
+///
+/// let config = RetryConfig::builder()
+///     .backoff(Backoff::constant(Duration::from_millis(100)))
+///     .jitter(Jitter::Equal)
+///     .rng_seed(1)
+///     .build()?;
+/// for delay in config.delays().take(10) {
+///     assert!(delay >= Duration::from_millis(50) && delay <= Duration::from_millis(100));
+/// }
+/// # Ok::<(), meshwork_retry::ConfigError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Jitter {
@@ -226,8 +246,25 @@ impl Default for BudgetConfig {
 ///
 /// This is how a retry policy learns about a circuit breaker's or a bulkhead's rejection
 /// without depending on those crates.
+///
+/// ```
+/// use meshwork_retry::ErrorType;
+///
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("bulkhead full")]
+/// struct BulkheadFull;
+///
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("call refused")]
+/// struct Refused(#[source] BulkheadFull);
+///
+/// let full = ErrorType::of::<BulkheadFull>();
+/// assert!(full.matches(&Refused(BulkheadFull)), "found in the source chain");
+/// assert!(!full.matches(&std::fmt::Error));
+/// ```
 #[derive(Clone, Copy)]
 pub struct ErrorType {
+    id: TypeId,
     name: &'static str,
     is_error: fn(&(dyn StdError + 'static)) -> bool,
     is_any: fn(&dyn Any) -> bool,
@@ -244,6 +281,7 @@ impl ErrorType {
             e.is::<T>()
         }
         ErrorType {
+            id: TypeId::of::<T>(),
             name: std::any::type_name::<T>(),
             is_error: is_error::<T>,
             is_any: is_any::<T>,
@@ -278,9 +316,10 @@ impl fmt::Debug for ErrorType {
     }
 }
 
+// By `TypeId`: two types may share a `type_name` (two versions of one crate, say).
 impl PartialEq for ErrorType {
     fn eq(&self, other: &Self) -> bool {
-        self.name == other.name
+        self.id == other.id
     }
 }
 
@@ -691,6 +730,11 @@ mod tests {
         assert_eq!(
             Backoff::exponential(Duration::from_millis(10), 3.0).delay(1),
             Duration::from_millis(10)
+        );
+        assert_eq!(
+            Backoff::exponential(Duration::ZERO, 2.0).delay(5_000),
+            Duration::ZERO,
+            "zero grows to zero, not to the cap"
         );
     }
 

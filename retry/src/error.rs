@@ -75,6 +75,25 @@ impl std::error::Error for TimedOut {}
 
 /// The budget refused a retry, and the policy was asked to say so
 /// (`RetryConfig::budget_error`) rather than return the last real outcome.
+///
+/// ```
+/// use meshwork_retry::{BudgetConfig, Error, Retry, RetryConfig};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), meshwork_retry::ConfigError> {
+/// let config = RetryConfig::builder()
+///     .budget(BudgetConfig::new(0.0, 0, Duration::from_secs(1))) // no retry at all
+///     .budget_error(true)
+///     .build()?;
+/// let retry = Retry::new("tight", config);
+/// let result = retry.call(|| async { Err::<(), _>(std::fmt::Error) }).await;
+/// let Err(Error::BudgetExhausted(refused)) = result else { panic!() };
+/// assert!(!refused.is_concurrency_cap());
+/// assert_eq!(refused.to_string(), "retry 'tight': retry budget exhausted after 1 attempt");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BudgetExhausted {
     name: Arc<str>,

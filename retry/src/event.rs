@@ -6,6 +6,18 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// Why a policy stopped retrying a call that it would otherwise have retried.
+///
+/// ```
+/// use meshwork_retry::{GiveUpReason, Next, Retry, RetryConfig};
+///
+/// let retry = Retry::new("once", RetryConfig::builder().max_attempts(1).build()?);
+/// let mut attempts = retry.start();
+/// let next = attempts.next_delay(&Err::<(), _>(std::fmt::Error));
+/// assert_eq!(next, Next::GiveUp(GiveUpReason::MaxAttempts));
+/// assert_eq!(GiveUpReason::MaxAttempts.as_str(), "max_attempts");
+/// assert!(GiveUpReason::Concurrency.is_budget());
+/// # Ok::<(), meshwork_retry::ConfigError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum GiveUpReason {
@@ -79,7 +91,8 @@ pub enum Event {
         /// The delay before the next attempt.
         delay: Duration,
     },
-    /// A hedged attempt was started while earlier ones were still running.
+    /// [`Retry::hedge`](crate::Retry::hedge) started another attempt: after `hedge_delay`
+    /// while earlier ones still run, or at once after a retryable failure.
     Hedge {
         /// The policy's name.
         name: Arc<str>,

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, Bytes};
 use http::header::RETRY_AFTER;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 
 use crate::{Classify, Decision};
@@ -44,17 +44,32 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// assert_eq!(parse_retry_after(&date, now), Some(Duration::from_secs(30)));
 /// let junk = HeaderValue::from_static("soon");
 /// assert_eq!(parse_retry_after(&junk, now), None);
+/// let huge = HeaderValue::from_static("99999999999999999999999");
+/// assert_eq!(parse_retry_after(&huge, now), Some(Duration::MAX), "capped by the policy");
 /// ```
 pub fn parse_retry_after(value: &HeaderValue, now: SystemTime) -> Option<Duration> {
     let text = value.to_str().ok()?.trim();
-    if let Ok(secs) = text.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        // delay-seconds is `1*DIGIT`: a number too large for a u64 still means "a long
+        // time" (the policy caps it at `max_delay`), not "no Retry-After".
+        return Some(text.parse().map_or(Duration::MAX, Duration::from_secs));
     }
     let at = httpdate::parse_http_date(text).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-/// The `Retry-After` of a response's headers, relative to the system clock.
+/// The `Retry-After` of a response's headers, relative to the system clock (an HTTP-date
+/// can only be read against the wall clock); `None` when there is none or it can't be parsed.
+///
+/// ```
+/// use meshwork_retry::http::retry_after;
+/// use std::time::Duration;
+///
+/// let mut headers = http::HeaderMap::new();
+/// assert_eq!(retry_after(&headers), None);
+/// headers.insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("7"));
+/// assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+/// ```
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     parse_retry_after(headers.get(RETRY_AFTER)?, SystemTime::now())
 }
@@ -349,7 +364,7 @@ where
                     shared.pulled += 1;
                     this.pos += 1;
                     if !shared.overflowed {
-                        if shared.buffered + bytes.len() > shared.limit {
+                        if shared.buffered.saturating_add(bytes.len()) > shared.limit {
                             shared.overflowed = true;
                             shared.chunks = Vec::new();
                         } else {
@@ -385,12 +400,15 @@ where
 
     fn size_hint(&self) -> SizeHint {
         let shared = self.lock();
-        if self.pos == 0 && shared.pulled == 0 {
-            return shared.initial_hint;
-        }
         if shared.finished && !shared.overflowed {
             let rest: usize = shared.chunks.iter().skip(self.pos).map(Bytes::len).sum();
             return SizeHint::with_exact(rest as u64);
+        }
+        if self.pos == 0 {
+            // A copy that has sent nothing sends the whole body, whoever has read it: keep
+            // the original's hint, so a retry is framed like the first attempt (a known
+            // length doesn't turn into chunked encoding).
+            return shared.initial_hint;
         }
         SizeHint::default()
     }
@@ -410,14 +428,35 @@ impl<B> fmt::Debug for ReplayBody<B> {
 
 /// Gets an HTTP request with a [`ReplayBody`] again for a retry: same method, URI, version,
 /// headers and extensions, and a copy of the body; `None` once the body can't be replayed.
+///
+/// ```
+/// use meshwork_retry::http::{ReplayBody, ReplayRequest};
+/// use meshwork_retry::{CloneRequest, Retry, RetryLayer};
+///
+/// // Any streaming body: a copy replays what the first attempt read, up to 64 KiB.
+/// let request = http::Request::post("http://orders/")
+///     .body(ReplayBody::new(String::from("{\"qty\":1}"), 64 * 1024))
+///     .unwrap();
+/// let copy = ReplayRequest.clone_request(&request).expect("nothing read yet");
+/// assert_eq!(copy.method(), http::Method::POST);
+///
+/// // With the tower layer:
+/// let layer = RetryLayer::for_http(Retry::with_defaults("orders")).clone_requests_with(ReplayRequest);
+/// # let _ = layer;
+/// ```
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReplayRequest;
 
 #[cfg(feature = "tower")]
-impl<B> crate::CloneRequest<Request<ReplayBody<B>>> for ReplayRequest {
-    fn clone_request(&self, request: &Request<ReplayBody<B>>) -> Option<Request<ReplayBody<B>>> {
+impl<B> crate::CloneRequest<http::Request<ReplayBody<B>>> for ReplayRequest {
+    fn clone_request(
+        &self,
+        request: &http::Request<ReplayBody<B>>,
+    ) -> Option<http::Request<ReplayBody<B>>> {
         let body = request.body().try_clone()?;
-        let mut copy = Request::new(body);
+        let mut copy = http::Request::new(body);
         *copy.method_mut() = request.method().clone();
         *copy.uri_mut() = request.uri().clone();
         *copy.version_mut() = request.version();
@@ -496,6 +535,20 @@ mod tests {
     }
 
     #[test]
+    fn a_fresh_copy_keeps_the_original_size_hint_while_the_body_is_read() {
+        let mut body = ReplayBody::new(String::from("hello"), 16);
+        let copy = body.try_clone().unwrap();
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(matches!(
+            Pin::new(&mut body).poll_frame(&mut cx),
+            Poll::Ready(Some(Ok(_)))
+        ));
+        // The first attempt has read the data but not seen the end yet.
+        assert_eq!(copy.size_hint().exact(), Some(5));
+    }
+
+    #[test]
     fn a_copy_continues_where_a_dropped_reader_stopped() {
         let mut body = ReplayBody::new(chunks(&["ab", "cd", "ef"], false), 16);
         let mut copy = body.try_clone().unwrap();
@@ -543,7 +596,14 @@ mod tests {
             "obsolete RFC 850 dates are accepted too"
         );
         assert_eq!(parse_retry_after(&v("-1"), now), None);
+        assert_eq!(parse_retry_after(&v("+1"), now), None, "only digits");
         assert_eq!(parse_retry_after(&v("1.5"), now), None);
+        assert_eq!(parse_retry_after(&v(""), now), None);
+        assert_eq!(
+            parse_retry_after(&v("18446744073709551616"), now),
+            Some(Duration::MAX),
+            "past u64::MAX seconds: as long as can be, capped later"
+        );
     }
 
     #[test]

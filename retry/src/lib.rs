@@ -25,8 +25,8 @@
 //!   that can't be cloned from a bounded buffer (`http` feature) or not retrying them at all,
 //!   never sending them empty.
 //! * **Events, metrics, tracing** on retries and give-ups; nothing on the success path, which
-//!   reads no clock, takes no lock and allocates nothing (one relaxed atomic add for the
-//!   budget).
+//!   reads no clock, takes no lock and allocates nothing (a relaxed load and store on a
+//!   per-thread stripe of the budget's call counter).
 //!
 //! ## Example
 //! ```

@@ -92,12 +92,44 @@ impl Inner {
         types.iter().any(|t| t.is_any(any))
     }
 
-    pub(crate) fn budget_error(&self, attempts: u32, reason: GiveUpReason) -> BudgetExhausted {
-        BudgetExhausted::new(
-            self.name().clone(),
-            attempts,
-            reason == GiveUpReason::Concurrency,
-        )
+    /// The default classification: retry every error but the never-retry types (looked for
+    /// in the error's source chain), never a success.
+    #[inline]
+    pub(crate) fn on_error<T, E: StdError + 'static>(&self, outcome: &Result<T, E>) -> Decision {
+        match outcome {
+            Ok(_) => Decision::Done,
+            Err(e) if self.config.is_never_retry(e) => Decision::Done,
+            Err(_) => Decision::Retry,
+        }
+    }
+
+    /// A classifier's `decision`, overruled to `Done` when the error is a never-retry type
+    /// (see [`is_never_retry_any`](Inner::is_never_retry_any)).
+    #[inline]
+    pub(crate) fn guard<T, E: 'static>(
+        &self,
+        decision: Decision,
+        outcome: &Result<T, E>,
+    ) -> Decision {
+        match outcome {
+            Err(e) if decision.is_retry() && self.is_never_retry_any(e) => Decision::Done,
+            _ => decision,
+        }
+    }
+
+    /// The error to return instead of the last outcome when the budget refused a retry and
+    /// `budget_error` is set.
+    pub(crate) fn budget_refusal(&self, attempts: u32, next: Next) -> Option<BudgetExhausted> {
+        match next {
+            Next::GiveUp(reason) if reason.is_budget() && self.config.budget_error => {
+                Some(BudgetExhausted::new(
+                    self.name().clone(),
+                    attempts,
+                    reason == GiveUpReason::Concurrency,
+                ))
+            }
+            _ => None,
+        }
     }
 
     /// Takes a retry from the budget (and a place among concurrent retries, once per call).
@@ -124,7 +156,8 @@ impl Inner {
     }
 }
 
-/// What to do after an attempt, as answered by the step API ([`Attempts`]).
+/// What to do after an attempt, as answered by the step API ([`Attempts`]); see
+/// [`Retry::start`] for an example.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Next {
@@ -291,18 +324,39 @@ impl Retry {
     /// the budget. A success is never retried.
     ///
     /// The success path reads no clock, takes no lock and allocates nothing.
+    ///
+    /// ```
+    /// use meshwork_retry::{Backoff, Error, Jitter, Retry, RetryConfig};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), meshwork_retry::ConfigError> {
+    /// let config = RetryConfig::builder()
+    ///     .max_attempts(2)
+    ///     .backoff(Backoff::constant(Duration::from_millis(10)))
+    ///     .jitter(Jitter::None)
+    ///     .build()?;
+    /// let retry = Retry::new("db", config);
+    /// let mut attempts = 0;
+    /// let result = retry
+    ///     .call(|| {
+    ///         attempts += 1;
+    ///         async { Err::<(), _>(std::io::Error::other("connection reset")) }
+    ///     })
+    ///     .await;
+    /// assert_eq!(attempts, 2);
+    /// assert!(matches!(result, Err(Error::Inner(e)) if e.to_string() == "connection reset"));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn call<T, E, F, Fut>(&self, op: F) -> impl Future<Output = Result<T, Error<E>>>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
         E: StdError + 'static,
     {
-        let config = &self.inner.config;
-        self.run(op, move |outcome: &Result<T, E>| match outcome {
-            Ok(_) => Decision::Done,
-            Err(e) if config.is_never_retry(e) => Decision::Done,
-            Err(_) => Decision::Retry,
-        })
+        let inner = &*self.inner;
+        self.run(op, move |outcome: &Result<T, E>| inner.on_error(outcome))
     }
 
     /// Runs `op`, retrying what `classifier` asks for: errors, results (a `503`), with the
@@ -343,11 +397,7 @@ impl Retry {
     {
         let inner = &*self.inner;
         self.run(op, |outcome: &Result<T, E>| {
-            let decision = classifier.classify(outcome);
-            match outcome {
-                Err(e) if decision.is_retry() && inner.is_never_retry_any(e) => Decision::Done,
-                _ => decision,
-            }
+            inner.guard(classifier.classify(outcome), outcome)
         })
         .await
     }
@@ -393,12 +443,9 @@ impl Retry {
         inner.deposit();
         let mut state = AttemptState::default();
         loop {
-            let outcome = attempt(inner, &mut op).await;
+            let outcome = timed(inner.config.attempt_timeout, op()).await;
             let decision = match &outcome {
-                Ok(r) => match (classifier(r).await, r) {
-                    (d, Err(e)) if d.is_retry() && inner.is_never_retry_any(e) => Decision::Done,
-                    (d, _) => d,
-                },
+                Ok(r) => inner.guard(classifier(r).await, r),
                 Err(_) => Decision::Retry,
             };
             match state.next(inner, decision) {
@@ -435,7 +482,7 @@ impl Retry {
             let (outcome, decision) = match first.take() {
                 Some(first) => first,
                 None => {
-                    let outcome = attempt(inner, &mut op).await;
+                    let outcome = timed(inner.config.attempt_timeout, op()).await;
                     let decision = match &outcome {
                         Ok(r) => classify(r),
                         Err(_) => Decision::Retry,
@@ -452,9 +499,12 @@ impl Retry {
 
     /// Hedging (Finagle's backup requests, Polly's hedging): starts `op`, and if it has not
     /// succeeded after `hedge_delay`, starts it again while the first keeps running, up to
-    /// `max_attempts` attempts in flight; a retryable failure starts the next attempt at once.
+    /// `max_attempts` attempts in all; a retryable failure starts the next attempt at once.
     /// The first success wins and the other attempts are dropped (cancelled). Each extra
     /// attempt takes a retry from the budget.
+    ///
+    /// Backoff, jitter, `max_elapsed` and a classifier's `RetryAfter` delay don't apply:
+    /// hedging spends load on latency, and the budget bounds that load.
     ///
     /// Errors are classified as in [`call`](Retry::call). Hedging allocates (one task node per
     /// attempt); use it for latency, not for the cheapest path.
@@ -489,16 +539,36 @@ impl Retry {
         Fut: Future<Output = Result<T, E>>,
         E: StdError + 'static,
     {
-        let config = &self.inner.config;
-        self.run_hedged(op, |outcome: &Result<T, E>| match outcome {
-            Ok(_) => Decision::Done,
-            Err(e) if config.is_never_retry(e) => Decision::Done,
-            Err(_) => Decision::Retry,
-        })
-        .await
+        let inner = &*self.inner;
+        self.run_hedged(op, |outcome: &Result<T, E>| inner.on_error(outcome))
+            .await
     }
 
-    /// [`hedge`](Retry::hedge) with a classifier, as in [`call_with`](Retry::call_with).
+    /// [`hedge`](Retry::hedge) with a classifier, as in [`call_with`](Retry::call_with): a
+    /// result the classifier wants retried (a `503`) starts the next attempt at once.
+    ///
+    /// ```
+    /// use meshwork_retry::{Decision, Retry, RetryConfig};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let retry = Retry::new("lookup", RetryConfig::builder().max_attempts(2).build().unwrap());
+    /// let mut statuses = vec![200, 503];
+    /// let status = retry
+    ///     .hedge_with(
+    ///         |r: &Result<u16, std::io::Error>| match r {
+    ///             Ok(503) | Err(_) => Decision::Retry,
+    ///             Ok(_) => Decision::Done,
+    ///         },
+    ///         || {
+    ///             let s = statuses.pop().unwrap_or(500);
+    ///             async move { Ok(s) }
+    ///         },
+    ///     )
+    ///     .await;
+    /// assert_eq!(status.unwrap(), 200);
+    /// # }
+    /// ```
     pub async fn hedge_with<T, E, F, Fut, C>(&self, classifier: C, op: F) -> Result<T, Error<E>>
     where
         F: FnMut() -> Fut,
@@ -508,11 +578,7 @@ impl Retry {
     {
         let inner = &*self.inner;
         self.run_hedged(op, |outcome: &Result<T, E>| {
-            let decision = classifier.classify(outcome);
-            match outcome {
-                Err(e) if decision.is_retry() && inner.is_never_retry_any(e) => Decision::Done,
-                _ => decision,
-            }
+            inner.guard(classifier.classify(outcome), outcome)
         })
         .await
     }
@@ -529,16 +595,7 @@ impl Retry {
         let inner = &*self.inner;
         let config = &inner.config;
         inner.deposit();
-        let timeout = config.attempt_timeout;
-        let launch = |op: &mut F| {
-            let fut = op();
-            async move {
-                match timeout {
-                    None => Ok(fut.await),
-                    Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| t),
-                }
-            }
-        };
+        let launch = |op: &mut F| timed(config.attempt_timeout, op());
         let mut running = FuturesUnordered::new();
         running.push(launch(&mut op));
         let mut state = AttemptState {
@@ -579,12 +636,14 @@ impl Retry {
                         state.attempts += 1;
                         inner.telemetry.hedge(state.attempts);
                         can_launch = state.attempts < config.max_attempts;
-                        timer.as_mut().reset(Instant::now() + config.hedge_delay);
+                        // `sleep` saturates where `Instant + Duration` would panic.
+                        timer.set(tokio::time::sleep(config.hedge_delay));
                     }
                     Err(reason) => {
+                        // Reports the refusal now and frees the concurrency slot; the attempts
+                        // in flight may still win.
                         can_launch = false;
-                        refused = Some(reason);
-                        inner.telemetry.gave_up(state.attempts, reason);
+                        refused = Some(state.give_up(inner, reason));
                     }
                 }
             }
@@ -592,10 +651,8 @@ impl Retry {
                 && running.is_empty()
             {
                 // Every attempt failed and no more may start.
-                let next = match refused {
-                    Some(reason) => Next::GiveUp(reason),
-                    None => state.give_up(inner, GiveUpReason::MaxAttempts),
-                };
+                let next =
+                    refused.unwrap_or_else(|| state.give_up(inner, GiveUpReason::MaxAttempts));
                 return finish(inner, &state, next, outcome);
             }
         }
@@ -604,14 +661,13 @@ impl Retry {
 
 /// Runs one attempt, under the per-attempt timeout if there is one.
 #[inline]
-async fn attempt<T, E, F, Fut>(inner: &Inner, op: &mut F) -> Outcome<T, E>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-{
-    match inner.config.attempt_timeout {
-        None => Ok(op().await),
-        Some(t) => tokio::time::timeout(t, op()).await.map_err(|_| t),
+async fn timed<T, E>(
+    timeout: Option<Duration>,
+    attempt: impl Future<Output = Result<T, E>>,
+) -> Outcome<T, E> {
+    match timeout {
+        None => Ok(attempt.await),
+        Some(t) => tokio::time::timeout(t, attempt).await.map_err(|_| t),
     }
 }
 
@@ -623,13 +679,8 @@ fn finish<T, E>(
     next: Next,
     outcome: Outcome<T, E>,
 ) -> Result<T, Error<E>> {
-    if let Next::GiveUp(reason) = next
-        && reason.is_budget()
-        && inner.config.budget_error
-    {
-        return Err(Error::BudgetExhausted(
-            inner.budget_error(state.attempts(), reason),
-        ));
+    if let Some(refusal) = inner.budget_refusal(state.attempts(), next) {
+        return Err(Error::BudgetExhausted(refusal));
     }
     match outcome {
         Ok(Ok(value)) => Ok(value),
@@ -658,6 +709,19 @@ impl fmt::Debug for Retry {
 /// After each attempt, ask it what comes next; it applies the attempt cap, the backoff and
 /// jitter, the elapsed cap and the budget exactly as [`Retry::call`] does, and reports the
 /// same events.
+///
+/// ```
+/// use meshwork_retry::{Decision, Next, Retry};
+/// use std::time::Duration;
+///
+/// let retry = Retry::with_defaults("queue");
+/// let mut attempts = retry.start();
+/// // A message handler that can only nack with a delay: it classifies on its own.
+/// let next = attempts.next_delay_with(Decision::RetryAfter(Duration::from_secs(3)));
+/// assert_eq!(next, Next::Retry(Duration::from_secs(3)));
+/// assert_eq!(attempts.next_delay_with(Decision::Done), Next::Done);
+/// assert_eq!(attempts.attempts(), 2);
+/// ```
 #[derive(Debug)]
 pub struct Attempts<'a> {
     retry: &'a Retry,
@@ -674,12 +738,7 @@ impl Attempts<'_> {
     /// the never-retry types is retried, a success never), and says what comes next.
     pub fn next_delay<T, E: StdError + 'static>(&mut self, outcome: &Result<T, E>) -> Next {
         let inner = self.retry.inner();
-        let decision = match outcome {
-            Ok(_) => Decision::Done,
-            Err(e) if inner.config.is_never_retry(e) => Decision::Done,
-            Err(_) => Decision::Retry,
-        };
-        self.state.next(inner, decision)
+        self.state.next(inner, inner.on_error(outcome))
     }
 
     /// Records an attempt the caller has classified itself, and says what comes next.

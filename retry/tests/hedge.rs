@@ -43,15 +43,15 @@ async fn the_first_success_wins_and_the_loser_is_cancelled() {
         .hedge(|| {
             n += 1;
             let me = n;
-            let flag = DropFlag(slow_dropped.clone());
+            // Only the slow first attempt carries the flag: the winner is dropped too, once
+            // it has finished, and must not set it.
+            let flag = (me == 1).then(|| DropFlag(slow_dropped.clone()));
             let finished = slow_finished.clone();
             async move {
+                let _flag = flag;
+                tokio::time::sleep(ms(if me == 1 { 1_000 } else { 20 })).await;
                 if me == 1 {
-                    let _flag = flag;
-                    tokio::time::sleep(ms(1_000)).await;
                     finished.store(true, Ordering::SeqCst);
-                } else {
-                    tokio::time::sleep(ms(20)).await;
                 }
                 Ok::<_, std::io::Error>(me)
             }
@@ -61,8 +61,10 @@ async fn the_first_success_wins_and_the_loser_is_cancelled() {
     assert_eq!(start.elapsed(), ms(70));
     assert!(
         slow_dropped.load(Ordering::SeqCst),
-        "the slow attempt was dropped"
+        "the slow attempt was dropped as soon as the hedge won"
     );
+    // Had it been left running somewhere (a spawned task), it would finish by now.
+    tokio::time::sleep(ms(2_000)).await;
     assert!(!slow_finished.load(Ordering::SeqCst), "and never finished");
 }
 
@@ -93,26 +95,34 @@ async fn a_fast_first_attempt_sends_no_hedge() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failure_starts_the_next_attempt_at_once() {
-    let retry = hedging(3, None);
-    let start = Instant::now();
-    let mut n = 0;
-    let result = retry
-        .hedge(|| {
-            n += 1;
-            let me = n;
-            async move {
-                if me == 1 {
+    // `Duration::MAX`: the timer is re-armed after the failure without overflowing.
+    for hedge_delay in [ms(50), Duration::MAX] {
+        let config = RetryConfig::builder()
+            .max_attempts(3)
+            .hedge_delay(hedge_delay)
+            .no_budget()
+            .build()
+            .unwrap();
+        let retry = Retry::new("hedged", config);
+        let start = Instant::now();
+        let mut n = 0;
+        let result = retry
+            .hedge(|| {
+                n += 1;
+                let me = n;
+                async move {
                     tokio::time::sleep(ms(10)).await;
-                    Err(std::io::Error::other("reset"))
-                } else {
-                    tokio::time::sleep(ms(10)).await;
-                    Ok(me)
+                    if me == 1 {
+                        Err(std::io::Error::other("reset"))
+                    } else {
+                        Ok(me)
+                    }
                 }
-            }
-        })
-        .await;
-    assert_eq!(result.unwrap(), 2);
-    assert_eq!(start.elapsed(), ms(20), "no wait for the hedge delay");
+            })
+            .await;
+        assert_eq!(result.unwrap(), 2, "{hedge_delay:?}");
+        assert_eq!(start.elapsed(), ms(20), "no wait for the hedge delay");
+    }
 }
 
 #[tokio::test(start_paused = true)]

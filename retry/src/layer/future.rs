@@ -10,7 +10,7 @@ use tower_service::Service;
 
 use super::{BoxError, CloneRequest};
 use crate::retry::{AttemptState, Next};
-use crate::{BudgetExhausted, Classify, Decision, GiveUpReason, Retry, TimedOut};
+use crate::{Classify, Decision, Retry, TimedOut};
 
 pin_project! {
     /// The future of a [`RetryService`](crate::RetryService) call: attempts, sleeps between
@@ -104,12 +104,7 @@ where
                         };
                     let inner = this.retry.inner();
                     let decision = match &outcome {
-                        Ok(result) => match (this.classifier.classify(result), result) {
-                            (d, Err(e)) if d.is_retry() && inner.config.is_never_retry(&**e) => {
-                                Decision::Done
-                            }
-                            (d, _) => d,
-                        },
+                        Ok(result) => inner.guard(this.classifier.classify(result), result),
                         Err(_) => Decision::Retry,
                     };
                     let next = if decision.is_retry()
@@ -132,16 +127,10 @@ where
                             sleep: tokio::time::sleep(delay),
                         }),
                         next => {
-                            if let Next::GiveUp(reason) = next
-                                && reason.is_budget()
-                                && inner.config.budget_error
+                            if let Some(refusal) =
+                                inner.budget_refusal(this.attempts.attempts(), next)
                             {
-                                let err = BudgetExhausted::new(
-                                    inner.name().clone(),
-                                    this.attempts.attempts(),
-                                    reason == GiveUpReason::Concurrency,
-                                );
-                                return Poll::Ready(Err(err.into()));
+                                return Poll::Ready(Err(refusal.into()));
                             }
                             return Poll::Ready(match outcome {
                                 Ok(result) => result,

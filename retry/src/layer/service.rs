@@ -9,6 +9,18 @@ use crate::{Classify, OnError, Retry};
 ///
 /// The inner service must be `Clone`: each call keeps a clone to make its retries with, as
 /// tower's own `Retry` does.
+///
+/// ```
+/// use meshwork_retry::{Cloned, OnError, Retry, RetryService};
+/// use tower::{ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let echo = service_fn(|n: u32| async move { Ok::<_, std::io::Error>(n) });
+/// let service = RetryService::new(echo, Retry::with_defaults("echo"), OnError, Cloned);
+/// assert_eq!(service.oneshot(7).await.unwrap(), 7);
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct RetryService<S, C = OnError, K = Cloned> {
     inner: S,
