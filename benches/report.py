@@ -120,6 +120,16 @@ def main() -> int:
             lines.append(f"| {name} | {fmt_ns(v)} | {vs_floor} | {vs_ours} |")
         lines.append("")
         (out_dir / f"{group.replace('/', '_')}.svg").write_text(svg(group, rows))
+    probes = sorted((target / "meshwork-probes").glob("*.json"))
+    if probes and not only:
+        lines += ["## Latency probes", "",
+                  "Fixed-rate runs outside criterion (see the suite's source for the set-up).", "",
+                  "| probe | rate (msg/s) | messages | p50 | p99 | max |", "|---|---:|---:|---:|---:|---:|"]
+        for probe in probes:
+            p = json.loads(probe.read_text())
+            lines.append(f"| {p['group']} | {p['rate']:,} | {p['messages']:,} | {fmt_ns(p['p50_ns'])} "
+                         f"| {fmt_ns(p['p99_ns'])} | {fmt_ns(p['max_ns'])} |")
+        lines.append("")
     (out_dir / "SUMMARY.md").write_text("\n".join(lines))
     print(f"wrote {out_dir / 'SUMMARY.md'} ({len(groups)} groups)")
     return 0
