@@ -7,8 +7,13 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use uuid::Uuid;
 
-/// A message's identity: a UUID v7 (time-ordered), assigned once at creation and kept across
-/// retries, relays and dead letters. It is the idempotency key.
+/// A message's identity: a UUID v7 (time-ordered to the millisecond, 74 random bits),
+/// assigned once at creation and kept across retries, relays and dead letters. It is the
+/// idempotency key.
+///
+/// The random bits come from a fast thread-local generator rather than the operating system:
+/// an id needs to be unique, not secret, and a `getrandom` system call per message cost a
+/// tenth of the in-memory bus's throughput.
 ///
 /// ```
 /// use meshwork_event_bus::MessageId;
@@ -24,7 +29,13 @@ pub struct MessageId(Uuid);
 impl MessageId {
     /// A fresh time-ordered id.
     pub fn new() -> Self {
-        MessageId(Uuid::now_v7())
+        let millis = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let mut random = [0u8; 10];
+        random[..8].copy_from_slice(&fastrand::u64(..).to_le_bytes());
+        random[8..].copy_from_slice(&fastrand::u16(..).to_le_bytes());
+        MessageId(uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid())
     }
 
     /// The id as a UUID.
@@ -313,5 +324,23 @@ impl Message {
     /// When the message was created (wall clock).
     pub fn created_at(&self) -> SystemTime {
         self.created_at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_v7_unique_and_time_ordered_by_millisecond() {
+        let ids: Vec<MessageId> = (0..10_000).map(|_| MessageId::new()).collect();
+        let unique: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len());
+        for pair in ids.windows(2) {
+            assert_eq!(pair[0].as_uuid().get_version_num(), 7);
+            let (a, _) = pair[0].as_uuid().get_timestamp().unwrap().to_unix();
+            let (b, _) = pair[1].as_uuid().get_timestamp().unwrap().to_unix();
+            assert!(a <= b, "ids go forward in time");
+        }
     }
 }
