@@ -54,6 +54,7 @@ mod delivery;
 mod error;
 mod memory;
 mod message;
+mod redrive;
 pub mod router;
 mod typed;
 
@@ -69,6 +70,7 @@ pub use memory::{
     DEFAULT_CAPACITY, DEFAULT_PUBLISH_TIMEOUT, MemoryBus, MemoryConfig, MemoryConfigBuilder,
 };
 pub use message::{Headers, InvalidMessageId, Message, MessageId, header};
+pub use redrive::{RedriveReport, redrive};
 pub use router::{
     DynIdempotencyStore, FailureAction, FailureKind, FailureOutcome, FailurePolicy,
     FailurePolicyBuilder, HandlerError, HandlerService, IdempotencyKey, IdempotencyStore,

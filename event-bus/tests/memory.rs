@@ -343,3 +343,59 @@ async fn identical_payloads_are_distinct_messages() {
     a.ack().await.unwrap();
     b.ack().await.unwrap();
 }
+
+#[tokio::test]
+async fn redrive_moves_chosen_dead_letters_home_and_leaves_the_rest() {
+    use meshwork_event_bus::redrive;
+    let bus = MemoryBus::new();
+    let mut orders = bus.subscribe("orders", "billing").await.unwrap();
+    bus.publish(
+        "orders",
+        vec![Message::new("a"), Message::new("b"), Message::new("c")],
+    )
+    .await
+    .unwrap();
+    let mut ids = Vec::new();
+    for reason in ["billing down", "bad amount", "billing down"] {
+        let d = next(&mut orders).await;
+        ids.push(d.message().id());
+        d.dead_letter(reason).await.unwrap();
+    }
+    let only_outages =
+        |m: &Message| m.headers().get(dead_letter_header::REASON) == Some("billing down");
+    let report = redrive(
+        &bus,
+        &bus,
+        "orders.dlq",
+        "redrive",
+        10,
+        Duration::from_millis(100),
+        only_outages,
+    )
+    .await
+    .unwrap();
+    assert_eq!((report.redriven, report.skipped), (2, 1));
+    let mut back = Vec::new();
+    for _ in 0..2 {
+        let d = next(&mut orders).await;
+        assert_eq!(d.message().headers().get(dead_letter_header::REASON), None);
+        back.push(d.message().id());
+        d.ack().await.unwrap();
+    }
+    assert_eq!(back, vec![ids[0], ids[2]], "same ids, original order");
+    nothing_within(&mut orders, Duration::from_millis(50)).await;
+    // The refused one is still there for a later run.
+    let report = redrive(
+        &bus,
+        &bus,
+        "orders.dlq",
+        "redrive",
+        10,
+        Duration::from_millis(100),
+        |_| true,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.redriven, 1);
+    assert_eq!(next(&mut orders).await.message().id(), ids[1]);
+}
