@@ -299,6 +299,7 @@ impl RouterBuilder {
                 .in_process
                 .clone()
                 .map(|config| Retry::new(name.clone(), config));
+            let meters = super::meters::Meters::new(&name);
             routes.push(RouteCtx {
                 name,
                 topic: route.topic.into(),
@@ -308,6 +309,7 @@ impl RouterBuilder {
                 retry,
                 max_in_flight,
                 timeout,
+                meters,
             });
         }
         Ok(Router {

@@ -35,7 +35,9 @@
 //! Listeners given to [`RouterBuilder::on_event`] see every failure, dead letter, duplicate
 //! and subscription error as a [`RouterEvent`]. With the `tracing` feature, each delivery is
 //! handled inside a `meshwork.handle` span (handler, topic, group, message id, attempt) and
-//! each failure is a `warn` event. (A `metrics` feature is not there yet.)
+//! each failure is a `warn` event. With the `metrics` feature, each handler counts handled
+//! messages, duplicates and failures (by kind and outcome) and records handling time through
+//! the `metrics` facade.
 //!
 //! ## Example
 //! ```
@@ -78,6 +80,7 @@
 mod builder;
 mod handler;
 mod idempotency;
+mod meters;
 mod policy;
 mod run;
 

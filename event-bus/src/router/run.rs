@@ -143,6 +143,7 @@ pub(crate) struct RouteCtx {
     pub(crate) retry: Option<Retry>,
     pub(crate) max_in_flight: usize,
     pub(crate) timeout: Duration,
+    pub(crate) meters: super::meters::Meters,
 }
 
 /// What shutdown found.
@@ -577,6 +578,7 @@ async fn handle(
     mut stop: Stop,
 ) {
     let id = delivery.message().id();
+    let started = route.meters.start();
     let mut key = None;
     let mut _claim = None;
     if let Some(store) = &shared.store {
@@ -584,6 +586,7 @@ async fn handle(
         let k = IdempotencyKey::new(route.group.clone(), id);
         match store.is_handled_dyn(&k).await {
             Ok(true) => {
+                route.meters.duplicate();
                 shared.emit(RouterEvent::Duplicate {
                     handler: &route.name,
                     message_id: id,
@@ -617,13 +620,15 @@ async fn handle(
                     .map(|a| a.next_delay_with(Decision::Retry))
                 {
                     Some(Next::Retry(after)) => {
+                        let outcome = FailureOutcome::RetriedInProcess { after };
+                        route.meters.failed(failure.kind, &outcome);
                         shared.emit(RouterEvent::Failed {
                             handler: &route.name,
                             message_id: id,
                             attempt: delivery.info().attempt,
                             kind: failure.kind,
                             error: &failure.reason,
-                            outcome: FailureOutcome::RetriedInProcess { after },
+                            outcome,
                         });
                         if sleep_or_stop(after, &mut stop).await {
                             // Shutting down: give the delivery back (redelivered, not a
@@ -659,7 +664,11 @@ async fn handle(
             error: &error,
         });
     }
-    settle(&shared, &route, id, delivery.ack().await);
+    let acked = delivery.ack().await;
+    if acked.is_ok() {
+        route.meters.handled(started);
+    }
+    settle(&shared, &route, id, acked);
 }
 
 /// The end of the failure policy: redeliver after a delay while deliveries are left, else
@@ -686,6 +695,7 @@ async fn fail(shared: &Shared, route: &RouteCtx, delivery: Delivery, failure: Fa
         ?outcome,
         "message handling failed"
     );
+    route.meters.failed(failure.kind, &outcome);
     shared.emit(RouterEvent::Failed {
         handler: &route.name,
         message_id: id,
