@@ -31,6 +31,8 @@ pub const MIN_BUDGET_TTL: Duration = Duration::from_secs(1);
 pub const MAX_BUDGET_TTL: Duration = Duration::from_secs(60);
 /// Largest exponential multiplier accepted.
 pub const MAX_MULTIPLIER: f64 = 1000.0;
+/// Largest latency window of a [`HedgeDelay::Percentile`], in samples.
+pub const MAX_HEDGE_WINDOW: usize = 1024;
 
 /// How the delay before each retry grows, before jitter and the `max_delay` cap.
 ///
@@ -115,6 +117,132 @@ impl Backoff {
 impl Default for Backoff {
     fn default() -> Self {
         Backoff::exponential(DEFAULT_INITIAL_DELAY, DEFAULT_MULTIPLIER)
+    }
+}
+
+/// How long [`Retry::hedge`](crate::Retry::hedge) waits for an attempt before it sends the
+/// next one while the first keeps running.
+///
+/// * `Fixed(d)`: always `d`.
+/// * `Percentile { p, min, max, window }`: the `p`-th percentile (nearest rank) of the latencies
+///   of the last `window` successful hedged calls of the policy, kept within `[min, max]`;
+///   `max` until `window` calls have succeeded. Slow calls are the ones worth hedging, and what
+///   counts as slow is learned from the upstream instead of guessed: with `p: 95.0`, about one
+///   call in twenty sends a backup (Dean and Barroso, "The Tail at Scale"; Finagle's backup
+///   requests), and the budget bounds that extra load.
+///
+/// A latency sample is the time from the start of a `hedge` call to its success, the time its
+/// caller waited, so a hedged call counts with at least the delay it waited: measuring only the
+/// winning attempt would feed the fast backups back into the percentile and drag the delay
+/// down until most calls were hedged. Until the window is full the delay is `max`: a cold
+/// policy doesn't yet know what slow is, and hedging at `min` would double the load of a cold
+/// start. Only [`Retry::hedge`](crate::Retry::hedge) and
+/// [`Retry::hedge_with`](crate::Retry::hedge_with) record samples ([`Retry::call`](crate::Retry::call)
+/// reads no clock); a sample that arrives while another is being recorded is dropped rather
+/// than waited for.
+///
+/// # Example
+/// ```
+/// use meshwork_retry::{HedgeDelay, RetryConfig};
+/// use std::time::Duration;
+///
+/// let config = RetryConfig::builder()
+///     .hedge_delay(HedgeDelay::Percentile {
+///         p: 95.0,
+///         min: Duration::from_millis(5),
+///         max: Duration::from_millis(500),
+///         window: 200,
+///     })
+///     .build()?;
+/// assert!(matches!(config.hedge_delay, HedgeDelay::Percentile { window: 200, .. }));
+///
+/// // A plain duration is a fixed delay.
+/// let fixed = RetryConfig::builder().hedge_delay(Duration::from_millis(50)).build()?;
+/// assert_eq!(fixed.hedge_delay, HedgeDelay::Fixed(Duration::from_millis(50)));
+/// # Ok::<(), meshwork_retry::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum HedgeDelay {
+    /// The same delay for every call; any duration.
+    Fixed(Duration),
+    /// A percentile of recent successful call latencies, within bounds.
+    Percentile {
+        /// The percentile, in `(0, 100]`.
+        p: f64,
+        /// The shortest delay, whatever the latencies.
+        min: Duration,
+        /// The longest delay, whatever the latencies, and the delay until `window` samples
+        /// have been recorded; at least `min`.
+        max: Duration,
+        /// The number of recent latencies kept, in `[1, 1024]`.
+        window: usize,
+    },
+}
+
+impl HedgeDelay {
+    /// The `p`-th percentile of the last `window` successful call latencies, within
+    /// `[min, max]`; see [`HedgeDelay::Percentile`].
+    pub fn percentile(p: f64, min: Duration, max: Duration, window: usize) -> Self {
+        HedgeDelay::Percentile {
+            p,
+            min,
+            max,
+            window,
+        }
+    }
+
+    /// Checks every field; [`RetryConfig::validate`] calls this.
+    ///
+    /// ```
+    /// use meshwork_retry::HedgeDelay;
+    /// use std::time::Duration;
+    ///
+    /// let ms = Duration::from_millis;
+    /// let err = HedgeDelay::percentile(120.0, ms(1), ms(100), 50).validate().unwrap_err();
+    /// assert_eq!(err.to_string(), "hedge_delay.p must be in (0, 100], got 120");
+    /// assert!(HedgeDelay::percentile(99.9, ms(1), ms(100), 50).validate().is_ok());
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let HedgeDelay::Percentile {
+            p,
+            min,
+            max,
+            window,
+        } = *self
+        else {
+            return Ok(());
+        };
+        if !(p.is_finite() && p > 0.0 && p <= 100.0) {
+            return Err(ConfigError::new("hedge_delay.p", p, "in (0, 100]"));
+        }
+        if max < min {
+            return Err(ConfigError::new(
+                "hedge_delay.max",
+                format_args!("{max:?} (min {min:?})"),
+                "at least hedge_delay.min",
+            ));
+        }
+        if !(1..=MAX_HEDGE_WINDOW).contains(&window) {
+            return Err(ConfigError::new(
+                "hedge_delay.window",
+                window,
+                "in [1, 1024]",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for HedgeDelay {
+    fn default() -> Self {
+        HedgeDelay::Fixed(DEFAULT_HEDGE_DELAY)
+    }
+}
+
+impl From<Duration> for HedgeDelay {
+    fn from(delay: Duration) -> Self {
+        HedgeDelay::Fixed(delay)
     }
 }
 
@@ -374,6 +502,28 @@ impl ConfigError {
 /// Everything that shapes one retry policy. Build it with [`RetryConfig::builder`], which
 /// validates every field, or start from [`RetryConfig::default`] or [`RetryConfig::for_http`].
 ///
+/// # Reading from a file (feature `serde`)
+/// `RetryConfig` implements `Deserialize` through the same [`validate`](RetryConfig::validate)
+/// as the builder, so a bad file fails with the builder's message. Durations are strings
+/// ("250ms", "30s", "2m"); unknown fields are refused; missing ones take their defaults, so an
+/// empty document is [`RetryConfig::default`].
+///
+/// | field | form | default |
+/// |---|---|---|
+/// | `max_attempts` | integer, at least 1 | `3` |
+/// | `backoff` | `{ "type": "constant", "delay": "100ms" }`, `{ "type": "linear", "initial": "100ms", "step": "50ms" }` or `{ "type": "exponential", "initial": "100ms", "multiplier": 2.0 }` | exponential from 100 ms by 2 |
+/// | `jitter` | `"none"`, `"full"`, `"equal"` or `"decorrelated"` | `"full"` |
+/// | `max_delay` | duration | `"10s"` |
+/// | `max_elapsed`, `attempt_timeout` | duration or `null` | none |
+/// | `budget` | `{ "enabled": true, "percent": 20.0, "min_per_second": 10, "ttl": "10s", "max_concurrent_retries": 100 }`, each field optional; `"enabled": false` turns budgeting off | on, these values |
+/// | `budget_error` | boolean | `false` |
+/// | `hedge_delay` | a duration (fixed), `{ "type": "fixed", "delay": "50ms" }` or `{ "type": "percentile", "p": 95.0, "min": "5ms", "max": "500ms", "window": 200 }` | `"100ms"` |
+/// | `rng_seed` | integer or `null` | none |
+///
+/// [`never_retry`](RetryConfigBuilder::never_retry) types can't come from a file (it can't
+/// name a Rust type): a `never_retry` field is refused, with a message saying to add them in
+/// code with [`into_builder`](RetryConfig::into_builder)`().never_retry::<T>()`.
+///
 /// # Example
 /// ```
 /// use meshwork_retry::{Backoff, Jitter, RetryConfig};
@@ -390,6 +540,8 @@ impl ConfigError {
 /// # Ok::<(), meshwork_retry::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "crate::serde_config::RawConfig"))]
 #[non_exhaustive]
 pub struct RetryConfig {
     /// Attempts in all, the first one included; at least 1.
@@ -410,9 +562,11 @@ pub struct RetryConfig {
     /// When the budget refuses a retry, return [`Error::BudgetExhausted`](crate::Error) instead
     /// of the last real outcome.
     pub budget_error: bool,
-    /// Delay between hedged attempts (see [`Retry::hedge`](crate::Retry::hedge)).
-    pub hedge_delay: Duration,
-    /// Error types that are never retried and spend no budget.
+    /// Delay between hedged attempts (see [`Retry::hedge`](crate::Retry::hedge)): fixed, or
+    /// a percentile of recent latencies.
+    pub hedge_delay: HedgeDelay,
+    /// Error types that are never retried and spend no budget. Added in code only (a file
+    /// can't name a Rust type): see [`RetryConfig::into_builder`].
     pub never_retry: Vec<ErrorType>,
     /// Seed for the jitter's random numbers; `None` seeds from the system.
     pub rng_seed: Option<u64>,
@@ -429,7 +583,7 @@ impl Default for RetryConfig {
             attempt_timeout: None,
             budget: Some(BudgetConfig::default()),
             budget_error: false,
-            hedge_delay: DEFAULT_HEDGE_DELAY,
+            hedge_delay: HedgeDelay::default(),
             never_retry: Vec::new(),
             rng_seed: None,
         }
@@ -442,6 +596,30 @@ impl RetryConfig {
         RetryConfigBuilder {
             config: RetryConfig::default(),
         }
+    }
+
+    /// A builder starting from this configuration: to change a preset, or to add
+    /// [`never_retry`](RetryConfigBuilder::never_retry) types to a configuration read from a
+    /// file. [`build`](RetryConfigBuilder::build) validates again.
+    ///
+    /// ```
+    /// use meshwork_retry::RetryConfig;
+    ///
+    /// #[derive(Debug, thiserror::Error)]
+    /// #[error("bulkhead full")]
+    /// struct BulkheadFull;
+    ///
+    /// let config = RetryConfig::for_http()
+    ///     .into_builder()
+    ///     .max_attempts(2)
+    ///     .never_retry::<BulkheadFull>()
+    ///     .build()?;
+    /// assert_eq!(config.max_delay, RetryConfig::for_http().max_delay);
+    /// assert_eq!((config.max_attempts, config.never_retry.len()), (2, 1));
+    /// # Ok::<(), meshwork_retry::ConfigError>(())
+    /// ```
+    pub fn into_builder(self) -> RetryConfigBuilder {
+        RetryConfigBuilder { config: self }
     }
 
     /// A preset for calls to an HTTP upstream: 3 attempts, exponential backoff from 200 ms
@@ -497,7 +675,7 @@ impl RetryConfig {
         if let Some(budget) = &self.budget {
             budget.validate()?;
         }
-        Ok(())
+        self.hedge_delay.validate()
     }
 
     /// The delays this configuration produces for consecutive retries (jittered, capped at
@@ -596,9 +774,11 @@ impl RetryConfigBuilder {
         self
     }
 
-    /// Delay between hedged attempts; any duration, default [`DEFAULT_HEDGE_DELAY`] (100 ms).
-    pub fn hedge_delay(mut self, delay: Duration) -> Self {
-        self.config.hedge_delay = delay;
+    /// Delay between hedged attempts: a [`Duration`] (any) for a fixed delay, or a
+    /// [`HedgeDelay::Percentile`] of recent latencies (percentile in `(0, 100]`, `min <= max`,
+    /// window in `[1, 1024]`); default fixed [`DEFAULT_HEDGE_DELAY`] (100 ms).
+    pub fn hedge_delay(mut self, delay: impl Into<HedgeDelay>) -> Self {
+        self.config.hedge_delay = delay.into();
         self
     }
 
@@ -653,7 +833,7 @@ mod tests {
         assert_eq!(c.jitter, Jitter::Full);
         assert_eq!(c.max_delay, DEFAULT_MAX_DELAY);
         assert_eq!(c.budget, Some(BudgetConfig::default()));
-        assert_eq!(c.hedge_delay, DEFAULT_HEDGE_DELAY);
+        assert_eq!(c.hedge_delay, HedgeDelay::Fixed(DEFAULT_HEDGE_DELAY));
         assert!(c.validate().is_ok());
         assert!(RetryConfig::for_http().validate().is_ok());
     }
@@ -708,6 +888,35 @@ mod tests {
                     .build()
             ),
             "budget.max_concurrent_retries"
+        );
+        let ms = Duration::from_millis;
+        let hedge = |p, min, max, window| {
+            field(
+                b().hedge_delay(HedgeDelay::percentile(p, ms(min), ms(max), window))
+                    .build(),
+            )
+        };
+        assert_eq!(hedge(0.0, 1, 10, 10), "hedge_delay.p");
+        assert_eq!(hedge(100.5, 1, 10, 10), "hedge_delay.p");
+        assert_eq!(hedge(f64::NAN, 1, 10, 10), "hedge_delay.p");
+        assert_eq!(hedge(50.0, 10, 1, 10), "hedge_delay.max");
+        assert_eq!(hedge(50.0, 1, 10, 0), "hedge_delay.window");
+        assert_eq!(
+            hedge(50.0, 1, 10, MAX_HEDGE_WINDOW + 1),
+            "hedge_delay.window"
+        );
+        let err = b()
+            .hedge_delay(HedgeDelay::percentile(50.0, ms(10), ms(5), 10))
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "hedge_delay.max must be at least hedge_delay.min, got 5ms (min 10ms)"
+        );
+        assert!(
+            b().hedge_delay(HedgeDelay::percentile(100.0, ms(5), ms(5), 1))
+                .build()
+                .is_ok()
         );
         let err = b()
             .budget(BudgetConfig::new(1200.0, 0, ttl))

@@ -119,7 +119,7 @@ pub enum Event {
     },
 }
 
-type Listener = Arc<dyn Fn(&Event) + Send + Sync>;
+pub(crate) type Listener = Arc<dyn Fn(&Event) + Send + Sync>;
 
 /// The listeners of one policy. Emitting checks one relaxed flag when nobody listens.
 pub(crate) struct Listeners {

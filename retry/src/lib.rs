@@ -18,12 +18,18 @@
 //! * **"Don't retry" markers** without dependencies: register an error type with
 //!   [`RetryConfigBuilder::never_retry`] (a circuit breaker's or a bulkhead's rejection) and an
 //!   error holding one is returned at once and spends no budget.
-//! * **Hedging** ([`Retry::hedge`]): a backup attempt after a delay, budgeted; the first
-//!   success wins, the others are cancelled.
+//! * **Hedging** ([`Retry::hedge`]): a backup attempt after a fixed delay or after an observed
+//!   percentile of recent latencies ([`HedgeDelay::Percentile`]), budgeted; the first success
+//!   wins, the others are cancelled.
+//! * **One policy per key** ([`KeyedRetry`]): a policy, and so a budget, per upstream host,
+//!   created on first use, with per-key overrides and bounded with eviction of idle keys, so
+//!   one sick upstream can't spend another's retries.
 //! * **Three ways in**: [`Retry::call`], the step API ([`Retry::start`]) for code that can't be
 //!   wrapped, and a tower [`RetryLayer`] that works with axum/hyper requests, replaying bodies
 //!   that can't be cloned from a bounded buffer (`http` feature) or not retrying them at all,
 //!   never sending them empty.
+//! * **Configuration from a file** (`serde` feature): [`RetryConfig`] deserializes through the
+//!   builder's validation, durations written `"250ms"`.
 //! * **Events, metrics, tracing** on retries and give-ups; nothing on the success path, which
 //!   reads no clock, takes no lock and allocates nothing (a relaxed load and store on a
 //!   per-thread stripe of the budget's call counter).
@@ -64,6 +70,7 @@
 //! |---|---|---|
 //! | `tower` | yes | [`RetryLayer`] and [`RetryService`] |
 //! | `http` | no | `http` module: `Retry-After` parsing, a 429/503 classifier, a bounded replay body |
+//! | `serde` | no | `Deserialize` for [`RetryConfig`], validated like the builder; durations as `"250ms"` (see [`RetryConfig`]) |
 //! | `metrics` | no | retry, give-up, budget-exhaustion and hedge counters through `metrics` |
 //! | `tracing` | no | `tracing` events on retries and give-ups |
 //!
@@ -78,12 +85,16 @@ mod classify;
 mod config;
 mod error;
 mod event;
+mod hedge;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
+mod keyed;
 #[cfg(feature = "tower")]
 mod layer;
 mod retry;
+#[cfg(feature = "serde")]
+mod serde_config;
 
 pub use backoff::Delays;
 pub use budget::RetryBudget;
@@ -91,12 +102,13 @@ pub use classify::{Classify, Decision, OnError};
 pub use config::{
     Backoff, BudgetConfig, ConfigError, DEFAULT_BUDGET_MIN_PER_SECOND, DEFAULT_BUDGET_PERCENT,
     DEFAULT_BUDGET_TTL, DEFAULT_HEDGE_DELAY, DEFAULT_INITIAL_DELAY, DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_MAX_CONCURRENT_RETRIES, DEFAULT_MAX_DELAY, DEFAULT_MULTIPLIER, ErrorType, Jitter,
-    MAX_BUDGET_PERCENT, MAX_BUDGET_TTL, MAX_MULTIPLIER, MIN_BUDGET_TTL, RetryConfig,
-    RetryConfigBuilder,
+    DEFAULT_MAX_CONCURRENT_RETRIES, DEFAULT_MAX_DELAY, DEFAULT_MULTIPLIER, ErrorType, HedgeDelay,
+    Jitter, MAX_BUDGET_PERCENT, MAX_BUDGET_TTL, MAX_HEDGE_WINDOW, MAX_MULTIPLIER, MIN_BUDGET_TTL,
+    RetryConfig, RetryConfigBuilder,
 };
 pub use error::{BudgetExhausted, Error, TimedOut};
 pub use event::{Event, GiveUpReason};
+pub use keyed::{DEFAULT_MAX_KEYS, KeyedBuilder, KeyedRetry};
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub use layer::{CloneRequest, Cloned, ResponseFuture, RetryLayer, RetryService};

@@ -18,7 +18,8 @@ use crate::budget::{ConcurrencySlot, RetryBudget};
 use crate::classify::{Classify, Decision};
 use crate::config::RetryConfig;
 use crate::error::{BudgetExhausted, Error, TimedOut};
-use crate::event::{Event, GiveUpReason, Telemetry};
+use crate::event::{Event, GiveUpReason, Listener, Telemetry};
+use crate::hedge::HedgeTimer;
 
 /// A retry policy: a name, a validated [`RetryConfig`], a budget shared by every call, and
 /// event listeners.
@@ -55,6 +56,7 @@ pub(crate) struct Inner {
     pub(crate) budget: Option<Arc<RetryBudget>>,
     pub(crate) telemetry: Telemetry,
     rng: Mutex<fastrand::Rng>,
+    hedge: HedgeTimer,
 }
 
 impl Inner {
@@ -250,12 +252,14 @@ impl Retry {
         let name = name.into();
         let budget = config.budget.map(|b| Arc::new(RetryBudget::new(b)));
         let rng = Mutex::new(seeded_rng(config.rng_seed));
+        let hedge = HedgeTimer::new(config.hedge_delay);
         Retry {
             inner: Arc::new(Inner {
                 config,
                 budget,
                 telemetry: Telemetry::new(name),
                 rng,
+                hedge,
             }),
         }
     }
@@ -287,7 +291,12 @@ impl Retry {
     /// Calls `listener` with every [`Event`] from now on. Listeners run synchronously on the
     /// retry path: keep them quick.
     pub fn on_event(&self, listener: impl Fn(&Event) + Send + Sync + 'static) {
-        self.inner.telemetry.add(Arc::new(listener));
+        self.add_listener(Arc::new(listener));
+    }
+
+    /// Adds a listener shared with other policies (a [`KeyedRetry`](crate::KeyedRetry)'s).
+    pub(crate) fn add_listener(&self, listener: Listener) {
+        self.inner.telemetry.add(listener);
     }
 
     /// Whether `error`, or anything in its source chain, is of a type registered with
@@ -503,6 +512,11 @@ impl Retry {
     /// The first success wins and the other attempts are dropped (cancelled). Each extra
     /// attempt takes a retry from the budget.
     ///
+    /// The delay is fixed, or follows a percentile of the latencies of this policy's recent
+    /// successful hedged calls ([`HedgeDelay::Percentile`](crate::HedgeDelay::Percentile)):
+    /// it is read once when the call starts, and the call's latency is recorded when it
+    /// succeeds.
+    ///
     /// Backoff, jitter, `max_elapsed` and a classifier's `RetryAfter` delay don't apply:
     /// hedging spends load on latency, and the budget bounds that load.
     ///
@@ -595,6 +609,8 @@ impl Retry {
         let inner = &*self.inner;
         let config = &inner.config;
         inner.deposit();
+        let hedge_delay = inner.hedge.delay();
+        let latencies = inner.hedge.window().map(|w| (w, Instant::now()));
         let launch = |op: &mut F| timed(config.attempt_timeout, op());
         let mut running = FuturesUnordered::new();
         running.push(launch(&mut op));
@@ -604,7 +620,7 @@ impl Retry {
         };
         let mut can_launch = config.max_attempts > 1;
         let mut refused = None;
-        let mut timer = pin!(tokio::time::sleep(config.hedge_delay));
+        let mut timer = pin!(tokio::time::sleep(hedge_delay));
         loop {
             let finished = poll_fn(|cx| {
                 if let Poll::Ready(Some(outcome)) = running.poll_next_unpin(cx) {
@@ -623,6 +639,9 @@ impl Retry {
                     Err(_) => Decision::Retry,
                 };
                 if !decision.is_retry() {
+                    if let (Some((window, started)), Ok(Ok(_))) = (latencies, &outcome) {
+                        window.record(started.elapsed());
+                    }
                     // The winner: dropping `running` cancels the other attempts.
                     return finish(inner, &state, Next::Done, outcome);
                 }
@@ -637,7 +656,7 @@ impl Retry {
                         inner.telemetry.hedge(state.attempts);
                         can_launch = state.attempts < config.max_attempts;
                         // `sleep` saturates where `Instant + Duration` would panic.
-                        timer.set(tokio::time::sleep(config.hedge_delay));
+                        timer.set(tokio::time::sleep(hedge_delay));
                     }
                     Err(reason) => {
                         // Reports the refusal now and frees the concurrency slot; the attempts
