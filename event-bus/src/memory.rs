@@ -355,6 +355,21 @@ struct MemoryAcker {
     topic: Arc<Topic>,
 }
 
+/// Releases a delivery when dropped while still holding its topic.
+struct ReleaseOnDrop {
+    topic: Option<Arc<Topic>>,
+    info: DeliveryInfo,
+}
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        if let Some(topic) = self.topic.take() {
+            // Stale means it was settled elsewhere: nothing to give back.
+            let _ = topic.settle(&self.info, Settle::Again(None));
+        }
+    }
+}
+
 impl Acknowledger for MemoryAcker {
     fn ack(&self, info: &DeliveryInfo) -> SettleFuture {
         SettleFuture::ready(self.topic.settle(info, Settle::Done))
@@ -370,12 +385,20 @@ impl Acknowledger for MemoryAcker {
 
     fn dead_letter(&self, info: &DeliveryInfo, envelope: Message) -> SettleFuture {
         let bus = self.bus.clone();
-        let topic = self.topic.clone();
-        let info = info.clone();
+        // Until the envelope is published and the delivery settled, the guard releases the
+        // delivery when dropped: a dead letter that failed, or whose future was dropped,
+        // leaves the message redeliverable instead of in flight forever.
+        let mut guard = ReleaseOnDrop {
+            topic: Some(self.topic.clone()),
+            info: info.clone(),
+        };
         SettleFuture::boxed(async move {
-            bus.publish(&dead_letter_topic(&topic.name), vec![envelope])
-                .await?;
-            topic.settle(&info, Settle::Done)
+            let name = dead_letter_topic(&guard.info.topic);
+            bus.publish(&name, vec![envelope]).await?;
+            match guard.topic.take() {
+                Some(topic) => topic.settle(&guard.info, Settle::Done),
+                None => Err(BusError::Stale(guard.info.message_id)),
+            }
         })
     }
 
@@ -509,9 +532,14 @@ impl Publisher for MemoryBus {
             }
             self.check_open()?;
             if tokio::time::timeout_at(deadline, room).await.is_err() {
+                let why = if lock(&t.state).groups.is_empty() {
+                    "no consumer group has joined it yet, so nothing can be released"
+                } else {
+                    "its consumers are behind"
+                };
                 return Err(BusError::Timeout {
                     what: format!(
-                        "for room in topic '{topic}' ({} messages held, its consumers are behind; {} of the batch not published)",
+                        "for room in topic '{topic}' ({} messages held, {why}; {} of the batch not published)",
                         self.inner.config.capacity,
                         pending.len()
                     ),

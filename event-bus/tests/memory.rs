@@ -399,3 +399,24 @@ async fn redrive_moves_chosen_dead_letters_home_and_leaves_the_rest() {
     assert_eq!(report.redriven, 1);
     assert_eq!(next(&mut orders).await.message().id(), ids[1]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_topic_nobody_reads_says_so_when_full() {
+    let bus = MemoryBus::with_config(
+        MemoryConfig::builder()
+            .capacity(1)
+            .publish_timeout(Duration::from_secs(1))
+            .build()
+            .unwrap(),
+    );
+    bus.publish("t", vec![Message::new("1")]).await.unwrap();
+    let err = bus.publish("t", vec![Message::new("2")]).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("no consumer group has joined it yet"),
+        "{err}"
+    );
+    // The first message is kept for the first group to join.
+    let mut sub = bus.subscribe("t", "late").await.unwrap();
+    assert_eq!(text(&next(&mut sub).await), "1");
+}
