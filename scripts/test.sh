@@ -28,6 +28,9 @@ fi
 cargo --version
 cargo nextest --version | head -n 1
 
+step "services"
+bash scripts/services.sh
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -41,6 +41,15 @@
 //! |---|---|---|---|---|---|
 //! | [`MemoryBus`] | always | yes | no | yes | yes |
 //!
+//! ## Feature flags
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `conformance` | no | [`conformance`]: the suite every backend runs against its broker |
+//! | `redis` | no | `RedisIdempotencyStore` |
+//! | `sql` | no | `SqlIdempotencyStore` for PostgreSQL and SQLite (sqlx), recording inside the handler's transaction |
+//! | `metrics` | no | router counters and a handling-time histogram through `metrics` |
+//! | `tracing` | no | a span per delivery the router handles, and events on failures |
+//!
 //! ## Minimum supported Rust version
 //! Rust 1.95.
 #![doc(test(attr(deny(warnings))))]
@@ -77,6 +86,12 @@ pub use router::{
     MemoryIdempotencyStore, Outputs, Route, Router, RouterBuilder, RouterEvent, RunningRouter,
     ShutdownReport,
 };
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use router::{RedisIdempotencyConfig, RedisIdempotencyConfigBuilder, RedisIdempotencyStore};
+#[cfg(feature = "sql")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sql")))]
+pub use router::{SqlIdempotencyConfig, SqlIdempotencyConfigBuilder, SqlIdempotencyStore};
 pub use typed::{
     CloudEvents, Codec, DecodeError, EncodeError, Event, JsonCodec, decode, decode_with, encode,
     encode_with,

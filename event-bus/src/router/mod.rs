@@ -80,6 +80,10 @@
 mod builder;
 mod handler;
 mod idempotency;
+#[cfg(feature = "redis")]
+mod idempotency_redis;
+#[cfg(feature = "sql")]
+mod idempotency_sql;
 mod meters;
 mod policy;
 mod run;
@@ -91,6 +95,18 @@ pub use handler::{FailureKind, HandlerError, HandlerService, Outputs};
 pub use idempotency::{
     DEFAULT_IDEMPOTENCY_CAPACITY, DEFAULT_IDEMPOTENCY_TTL, DynIdempotencyStore, IdempotencyKey,
     IdempotencyStore, MemoryIdempotencyStore,
+};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use idempotency_redis::{
+    DEFAULT_REDIS_IDEMPOTENCY_PREFIX, DEFAULT_REDIS_TIMEOUT, MAX_REDIS_IDEMPOTENCY_TTL,
+    RedisIdempotencyConfig, RedisIdempotencyConfigBuilder, RedisIdempotencyStore,
+};
+#[cfg(feature = "sql")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sql")))]
+pub use idempotency_sql::{
+    DEFAULT_SQL_IDEMPOTENCY_TABLE, MAX_SQL_TABLE_NAME_LEN, SqlIdempotencyConfig,
+    SqlIdempotencyConfigBuilder, SqlIdempotencyStore,
 };
 pub use policy::{
     DEFAULT_IN_PROCESS_ATTEMPTS, DEFAULT_IN_PROCESS_DELAY, DEFAULT_IN_PROCESS_MAX_DELAY,
