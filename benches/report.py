@@ -26,7 +26,8 @@ def load(criterion_dir: Path):
         name = meta["function_id"] or ""
         if meta.get("value_str"):
             name = f"{name} {meta['value_str']}".strip()
-        groups.setdefault(group, []).append((name, est["median"]["point_estimate"]))
+        elements = (meta.get("throughput") or {}).get("Elements")
+        groups.setdefault(group, []).append((name, est["median"]["point_estimate"], elements))
     return groups
 
 
@@ -39,7 +40,8 @@ def fmt_ns(ns: float) -> str:
 
 
 def reference(rows, name):
-    """The meshwork row a peer row compares with: same suffix (e.g. ' 10000') if any."""
+    """The meshwork row a row compares with: the one with the same numeric suffix (e.g.
+    ' 10000') if any, else the row named exactly 'meshwork', else the shortest meshwork row."""
     ours = [r for r in rows if r[0].startswith("meshwork")]
     if not ours:
         return None
@@ -48,7 +50,7 @@ def reference(rows, name):
         if suffix and r[0].endswith(" " + suffix):
             return r
     exact = [r for r in ours if r[0] == "meshwork"]
-    return exact[0] if exact else ours[0]
+    return exact[0] if exact else min(ours, key=lambda r: len(r[0]))
 
 
 def svg(group, rows) -> str:
@@ -110,18 +112,22 @@ def main() -> int:
         "",
     ]
     for group, rows in groups.items():
-        floor = next((v for n, v in rows if "floor" in n), None)
+        floor = next((v for n, v, _ in rows if "floor" in n), None)
+        with_rate = any(e for _, _, e in rows)
         lines += [f"## {group}", "", f"![{group}]({group.replace('/', '_')}.svg)", ""]
-        lines += ["| benchmark | median | vs floor | vs meshwork |", "|---|---:|---:|---:|"]
-        for name, v in rows:
+        head = "| benchmark | median |" + (" throughput |" if with_rate else "") + " vs floor | vs meshwork |"
+        lines += [head, "|---|---:|" + ("---:|" if with_rate else "") + "---:|---:|"]
+        for name, v, elements in rows:
             ref = reference(rows, name)
             vs_floor = f"{v / floor:.2f}x" if floor else "-"
             vs_ours = f"{v / ref[1]:.2f}x" if ref and "floor" not in name else "-"
-            lines.append(f"| {name} | {fmt_ns(v)} | {vs_floor} | {vs_ours} |")
+            rate = f" {elements / v * 1e3:.2f} M/s |" if with_rate and elements else (" - |" if with_rate else "")
+            lines.append(f"| {name} | {fmt_ns(v)} |{rate} {vs_floor} | {vs_ours} |")
         lines.append("")
-        (out_dir / f"{group.replace('/', '_')}.svg").write_text(svg(group, rows))
-    probes = sorted((target / "meshwork-probes").glob("*.json"))
-    if probes and not only:
+        (out_dir / f"{group.replace('/', '_')}.svg").write_text(svg(group, [(n, v) for n, v, _ in rows]))
+    probes = [p for p in sorted((target / "meshwork-probes").glob("*.json"))
+              if not only or any(json.loads(p.read_text())["group"].startswith(o) for o in only)]
+    if probes:
         lines += ["## Latency probes", "",
                   "Fixed-rate runs outside criterion (see the suite's source for the set-up).", "",
                   "| probe | rate (msg/s) | messages | p50 | p99 | max |", "|---|---:|---:|---:|---:|---:|"]

@@ -61,11 +61,11 @@ fn success(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1))
         .sample_size(50);
 
-    group.bench_function("bare call", |b| {
+    group.bench_function("bare call (floor)", |b| {
         b.to_async(&rt)
             .iter(|| async { black_box(op(black_box(1)).await) })
     });
-    group.bench_function("meshwork-retry call", |b| {
+    group.bench_function("meshwork", |b| {
         b.to_async(&rt)
             .iter(|| async { black_box(retry.call(|| op(black_box(1))).await) })
     });
@@ -87,7 +87,7 @@ fn success(c: &mut Criterion) {
             }
         })
     });
-    group.bench_function("meshwork RetryLayer", |b| {
+    group.bench_function("meshwork layer", |b| {
         b.to_async(&rt).iter(|| {
             let mut service = meshwork_layer.clone();
             async move {

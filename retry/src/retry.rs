@@ -475,8 +475,7 @@ impl Retry {
     {
         let inner = &*self.inner;
         inner.deposit();
-        let mut state = AttemptState::default();
-        let mut first = if inner.config.attempt_timeout.is_none() {
+        let first = if inner.config.attempt_timeout.is_none() {
             // The common case, kept lean: one attempt, no timer, no state touched on success.
             let result = op().await;
             let decision = classify(&result);
@@ -487,6 +486,24 @@ impl Retry {
         } else {
             None
         };
+        self.retry_loop(op, classify, first).await
+    }
+
+    /// Everything after a first attempt that asked for a retry (or every attempt, with a
+    /// per-attempt timeout): kept out of [`run`](Self::run) so the success path carries no
+    /// retry state.
+    async fn retry_loop<T, E, F, Fut>(
+        &self,
+        mut op: F,
+        classify: impl Fn(&Result<T, E>) -> Decision,
+        mut first: Option<(Outcome<T, E>, Decision)>,
+    ) -> Result<T, Error<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let inner = &*self.inner;
+        let mut state = AttemptState::default();
         loop {
             let (outcome, decision) = match first.take() {
                 Some(first) => first,
