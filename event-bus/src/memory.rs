@@ -520,6 +520,7 @@ impl Publisher for MemoryBus {
         validate_name("topic", topic)?;
         self.check_open()?;
         let t = self.topic(topic, self.inner.config.create_topology)?;
+        let total = messages.len();
         let mut pending: VecDeque<Message> = messages.into();
         let deadline = Instant::now() + self.inner.config.publish_timeout;
         loop {
@@ -537,13 +538,26 @@ impl Publisher for MemoryBus {
                 } else {
                     "its consumers are behind"
                 };
-                return Err(BusError::Timeout {
-                    what: format!(
-                        "for room in topic '{topic}' ({} messages held, {why}; {} of the batch not published)",
-                        self.inner.config.capacity,
-                        pending.len()
-                    ),
-                    after: self.inner.config.publish_timeout,
+                let what = format!(
+                    "for room in topic '{topic}' ({} messages held, {why}; {} of the batch not published)",
+                    self.inner.config.capacity,
+                    pending.len()
+                );
+                if pending.len() == total {
+                    return Err(BusError::Timeout {
+                        what,
+                        after: self.inner.config.publish_timeout,
+                    });
+                }
+                // Part of the batch is in: say exactly which messages are not.
+                let reason = format!(
+                    "timed out after {:?} {what}",
+                    self.inner.config.publish_timeout
+                );
+                return Err(BusError::Partial {
+                    topic: topic.to_owned(),
+                    total,
+                    failed: pending.iter().map(|m| (m.id(), reason.clone())).collect(),
                 });
             }
         }

@@ -420,3 +420,42 @@ async fn a_topic_nobody_reads_says_so_when_full() {
     let mut sub = bus.subscribe("t", "late").await.unwrap();
     assert_eq!(text(&next(&mut sub).await), "1");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_partly_accepted_batch_names_the_messages_not_published() {
+    let bus = MemoryBus::with_config(
+        MemoryConfig::builder()
+            .capacity(2)
+            .publish_timeout(Duration::from_secs(1))
+            .build()
+            .unwrap(),
+    );
+    let mut sub = bus.subscribe("t", "g").await.unwrap();
+    let batch: Vec<_> = (0..3).map(|i| Message::new(format!("{i}"))).collect();
+    let last = batch[2].id();
+    let err = bus.publish("t", batch).await.unwrap_err();
+    match &err {
+        BusError::Partial {
+            topic,
+            total,
+            failed,
+        } => {
+            assert_eq!((topic.as_str(), *total), ("t", 3));
+            assert_eq!(failed.len(), 1);
+            assert_eq!(failed[0].0, last, "the one that did not fit");
+            assert!(
+                failed[0].1.contains("consumers are behind"),
+                "{}",
+                failed[0].1
+            );
+        }
+        other => panic!("expected Partial, got {other}"),
+    }
+    // The two accepted ones are there, in order.
+    for want in ["0", "1"] {
+        let d = next(&mut sub).await;
+        assert_eq!(text(&d), want);
+        d.ack().await.unwrap();
+    }
+    nothing_within(&mut sub, Duration::from_millis(50)).await;
+}
