@@ -56,23 +56,27 @@ fn publish(c: &mut Criterion) {
     g.finish();
 }
 
+/// The floor of the end-to-end groups: N messages through a bounded tokio channel, from a
+/// producer task to this one.
+async fn mpsc_end_to_end() {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let producer = tokio::spawn(async move {
+        for _ in 0..N {
+            tx.send(Message::new(payload())).await.expect("open");
+        }
+    });
+    for _ in 0..N {
+        black_box(rx.recv().await.expect("message"));
+    }
+    producer.await.expect("producer");
+}
+
 fn end_to_end(c: &mut Criterion) {
     let rt = runtime();
     let mut g = c.benchmark_group("event_bus/end_to_end");
     g.throughput(Throughput::Elements(N));
     g.bench_function("tokio mpsc (floor)", |b| {
-        b.to_async(&rt).iter(|| async {
-            let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-            let producer = tokio::spawn(async move {
-                for _ in 0..N {
-                    tx.send(Message::new(payload())).await.expect("open");
-                }
-            });
-            for _ in 0..N {
-                black_box(rx.recv().await.expect("message"));
-            }
-            producer.await.expect("producer");
-        })
+        b.to_async(&rt).iter(mpsc_end_to_end)
     });
     g.bench_function("meshwork memory publish, recv, ack", |b| {
         b.to_async(&rt).iter(|| async {
@@ -125,18 +129,7 @@ fn router(c: &mut Criterion) {
     let mut g = c.benchmark_group("event_bus/router");
     g.throughput(Throughput::Elements(N));
     g.bench_function("tokio mpsc (floor)", |b| {
-        b.to_async(&rt).iter(|| async {
-            let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-            let producer = tokio::spawn(async move {
-                for _ in 0..N {
-                    tx.send(Message::new(payload())).await.expect("open");
-                }
-            });
-            for _ in 0..N {
-                black_box(rx.recv().await.expect("message"));
-            }
-            producer.await.expect("producer");
-        })
+        b.to_async(&rt).iter(mpsc_end_to_end)
     });
     g.bench_function("meshwork Router on memory", |b| {
         b.to_async(&rt).iter(|| async {
